@@ -1,0 +1,7 @@
+// Every migration, in order. Append only: a landed migration is never edited.
+import type { Migration } from 'kysely/migration';
+import * as m0001 from './0001_accounts.ts';
+
+export const migrations: Record<string, Migration> = {
+  '0001_accounts': m0001,
+};

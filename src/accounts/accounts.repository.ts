@@ -1,0 +1,36 @@
+import type { DbOrTrx } from '../db/database.ts';
+
+export interface AccountRow {
+  id: string;
+  name: string;
+  created_at: Date;
+}
+
+export async function insertAccount(db: DbOrTrx, account: { id: string; name: string }): Promise<AccountRow> {
+  return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();
+}
+
+export async function insertApiKey(
+  db: DbOrTrx,
+  key: { id: string; account_id: string; prefix: string; secret_hash: string },
+): Promise<void> {
+  await db.insertInto('api_keys').values(key).execute();
+}
+
+export async function findAccountByKeyHash(db: DbOrTrx, secretHash: string): Promise<AccountRow | undefined> {
+  return db
+    .selectFrom('api_keys')
+    .innerJoin('accounts', 'accounts.id', 'api_keys.account_id')
+    .select(['accounts.id', 'accounts.name', 'accounts.created_at'])
+    .where('api_keys.secret_hash', '=', secretHash)
+    .where('api_keys.revoked_at', 'is', null)
+    .executeTakeFirst();
+}
+
+export async function countAccounts(db: DbOrTrx): Promise<number> {
+  const row = await db
+    .selectFrom('accounts')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}

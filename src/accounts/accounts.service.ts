@@ -1,0 +1,37 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Db } from '../db/database.ts';
+import { newId } from '../ids.ts';
+import { type AccountRow, findAccountByKeyHash, insertAccount, insertApiKey } from './accounts.repository.ts';
+
+export const API_KEY_PATTERN = /^sk_test_[A-Za-z0-9_-]{16,128}$/;
+
+// Keys carry 192 random bits, so a fast hash is enough: there is nothing to brute-force.
+export const hashApiKey = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+
+/** Creates an account and its first API key. The secret is returned once; only its hash is stored. */
+export async function createAccount(db: Db, name: string): Promise<{ account: AccountRow; apiKey: string }> {
+  const apiKey = `sk_test_${randomBytes(24).toString('base64url')}`;
+  return db.transaction().execute(async (trx) => {
+    const account = await insertAccount(trx, { id: newId('acct'), name });
+    await insertApiKey(trx, {
+      id: newId('key'),
+      account_id: account.id,
+      prefix: apiKey.slice(0, 12),
+      secret_hash: hashApiKey(apiKey),
+    });
+    return { account, apiKey };
+  });
+}
+
+export async function authenticate(db: Db, apiKey: string): Promise<AccountRow | undefined> {
+  return findAccountByKeyHash(db, hashApiKey(apiKey));
+}
+
+export function presentAccount(account: AccountRow) {
+  return {
+    id: account.id,
+    object: 'account' as const,
+    name: account.name,
+    created: account.created_at.toISOString(),
+  };
+}

@@ -1,0 +1,46 @@
+// Builds the HTTP face of the service. No ports, no signals: main.ts owns those, tests build it bare.
+import express, { type Express } from 'express';
+import { accountRoutes } from './accounts/accounts.routes.ts';
+import type { Config } from './config.ts';
+import type { Db } from './db/database.ts';
+import { healthRoutes } from './health/health.routes.ts';
+import type { Readiness } from './health/health.service.ts';
+import { errorHandler, notFoundHandler } from './http/error-handler.ts';
+import {
+  loadShedding,
+  requestIdAndContext,
+  requestLog,
+  requireApiKey,
+  requireJsonBody,
+} from './http/middleware.ts';
+import type { Logger } from './logger.ts';
+
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  readiness: Readiness;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { config, db, logger } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+
+  app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
+  app.use(requestLog(logger));
+  app.use(healthRoutes({ readiness: deps.readiness }));
+
+  const v1 = express.Router();
+  v1.use(loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => logger.warn('request shed: too many in flight')));
+  v1.use(requireApiKey(db));
+  v1.use(requireJsonBody());
+  v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
+  v1.use(accountRoutes());
+  app.use('/v1', v1);
+
+  app.use(notFoundHandler());
+  app.use(errorHandler(logger));
+  return app;
+}

@@ -1,0 +1,30 @@
+// Runs one command-line task against the configured database (the embedded one when DATABASE_URL is unset).
+import { ConfigError, loadConfig } from '../config.ts';
+import { createDb, createPool, type Db, migrateToLatest } from '../db/database.ts';
+import { startEmbeddedPostgres } from '../db/embedded.ts';
+import { createLogger } from '../logger.ts';
+
+export async function withDatabase(task: (db: Db) => Promise<void>): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL);
+  const embedded = config.DATABASE_URL
+    ? undefined
+    : await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
+  const db = createDb(createPool(config.DATABASE_URL ?? embedded!.url, config, logger));
+  try {
+    await migrateToLatest(db);
+    await task(db);
+  } finally {
+    await db.destroy();
+    await embedded?.stop();
+  }
+}

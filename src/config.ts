@@ -1,0 +1,107 @@
+// The only module that reads the environment. Everything else receives the frozen Config.
+import { z } from 'zod';
+
+const int = (fallback: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+const flag = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0'])
+    .default(fallback ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1');
+
+export const configSchema = z.object({
+  PORT: int(3000, 0, 65535).describe('HTTP port of the api (0 picks a free one).'),
+  HOST: z
+    .string()
+    .min(1)
+    .default('127.0.0.1')
+    .describe('Interface the api listens on (0.0.0.0 in containers).'),
+  LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default('info')
+    .describe('pino log level.'),
+  DATABASE_URL: z
+    .url({ protocol: /^postgres(ql)?$/ })
+    .optional()
+    .describe('Postgres connection string. Unset: an embedded Postgres is started under EMBEDDED_PG_DIR.'),
+  EMBEDDED_PG_DIR: z
+    .string()
+    .min(1)
+    .default('.data/postgres')
+    .describe('Data directory of the embedded Postgres.'),
+  EMBEDDED_PG_PORT: int(54329, 1, 65535).describe('Port of the embedded Postgres.'),
+  DB_POOL_MAX: int(10, 1, 1000).describe('Most connections the pool opens; callers past it wait.'),
+  DB_CONNECTION_TIMEOUT_MS: int(2000, 100, 60000).describe('How long to wait for a pool connection.'),
+  DB_STATEMENT_TIMEOUT_MS: int(3000, 100, 600000).describe('Postgres statement_timeout for every query.'),
+  DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: int(10000, 100, 600000).describe(
+    'Postgres idle_in_transaction_session_timeout: a stuck transaction releases its locks.',
+  ),
+  REQUEST_TIMEOUT_MS: int(5000, 100, 120000).describe(
+    'Deadline of one request; every call inside fits in it.',
+  ),
+  READINESS_TIMEOUT_MS: int(1000, 50, 30000).describe('How long /readyz waits for the database.'),
+  MAX_IN_FLIGHT_REQUESTS: int(200, 1, 100000).describe(
+    'Requests served at once before new ones get 503 overloaded.',
+  ),
+  SHUTDOWN_GRACE_MS: int(10000, 0, 600000).describe('How long in-flight requests may finish after SIGTERM.'),
+  PROCESSOR_URL: z.url().default('http://127.0.0.1:4010').describe('Base URL of the card processor.'),
+  PROCESSOR_PORT: int(4010, 0, 65535).describe('Port of the processor simulator when this process runs it.'),
+  PROCESSOR_ATTEMPT_TIMEOUT_MS: int(1500, 50, 60000).describe('Timeout of one processor call attempt.'),
+  PROCESSOR_MAX_ATTEMPTS: int(3, 1, 10).describe('Attempts per processor call, the first included.'),
+  PROCESSOR_RETRY_BASE_MS: int(100, 1, 60000).describe('Base of the exponential backoff between attempts.'),
+  PROCESSOR_MAX_CONCURRENCY: int(50, 1, 10000).describe('Bulkhead: most processor calls in flight at once.'),
+  BREAKER_ERROR_THRESHOLD_PERCENT: int(50, 1, 100).describe(
+    'Failure share in the window that opens the circuit.',
+  ),
+  BREAKER_VOLUME_THRESHOLD: int(10, 1, 100000).describe('Calls in the window before the circuit may open.'),
+  BREAKER_ROLLING_WINDOW_MS: int(10000, 100, 600000).describe('Length of the breaker statistics window.'),
+  BREAKER_RESET_TIMEOUT_MS: int(10000, 100, 600000).describe(
+    'Time open before one half-open probe; kept >= the rolling window.',
+  ),
+  IDEMPOTENCY_LEASE_SECONDS: int(60, 1, 86400).describe(
+    'How long a request holds its key before others may resume it.',
+  ),
+  IDEMPOTENCY_KEY_TTL_SECONDS: int(86400, 60, 2592000).describe('How long a key is kept (24 h).'),
+  WORKER_ENABLED: flag(true).describe('Run the job worker inside this process (npm start).'),
+  SETTLE_MAX_ATTEMPTS: int(12, 1, 1000).describe('Settle attempts before a pending charge is dead-lettered.'),
+  SETTLE_RETRY_DELAY_SECONDS: int(2, 1, 86400).describe(
+    'First delay between settle attempts (doubles, jittered).',
+  ),
+  SETTLE_RETRY_DELAY_MAX_SECONDS: int(300, 1, 86400).describe('Longest delay between settle attempts.'),
+  SETTLE_WINDOW_SECONDS: int(86400, 1, 2592000).describe('Total time a pending charge may take to settle.'),
+  COMPLETER_INTERVAL_SECONDS: int(5, 1, 3600).describe(
+    'How often the completer looks for abandoned requests.',
+  ),
+  REAPER_INTERVAL_SECONDS: int(60, 1, 86400).describe('How often the reaper deletes expired keys.'),
+  REAPER_BATCH_SIZE: int(1000, 1, 100000).describe('Keys deleted per reaper statement.'),
+  JOB_POLL_INTERVAL_SECONDS: z.coerce
+    .number()
+    .min(0.5)
+    .max(60)
+    .default(1)
+    .describe('How often workers poll.'),
+});
+
+export type Config = Readonly<z.infer<typeof configSchema>>;
+
+export class ConfigError extends Error {}
+
+/** Parses the environment once; throws a ConfigError naming every bad variable on one line. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const known = Object.fromEntries(
+    Object.keys(configSchema.shape).flatMap((k) =>
+      env[k] === undefined || env[k] === '' ? [] : [[k, env[k]]],
+    ),
+  );
+  const parsed = configSchema.safeParse(known);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  if (parsed.data.BREAKER_RESET_TIMEOUT_MS < parsed.data.BREAKER_ROLLING_WINDOW_MS) {
+    throw new ConfigError(
+      'invalid configuration: BREAKER_RESET_TIMEOUT_MS: must be >= BREAKER_ROLLING_WINDOW_MS (opossum keeps old failures across a close)',
+    );
+  }
+  return Object.freeze(parsed.data);
+}

@@ -1,0 +1,71 @@
+// The only place that turns an error into an HTTP response. Unexpected errors never show their text.
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import {
+  DatabaseUnavailableError,
+  isDatabaseUnavailable,
+  NotFoundError,
+  ProblemError,
+  ValidationError,
+} from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { sendProblem } from './problem.ts';
+
+const BODY_PARSER_PROBLEMS: Record<string, () => ProblemError> = {
+  'entity.parse.failed': () =>
+    new ProblemError(400, 'malformed_json', 'Malformed JSON', 'The request body is not valid JSON.'),
+  'entity.too.large': () =>
+    new ProblemError(
+      413,
+      'payload_too_large',
+      'Payload too large',
+      'The request body is larger than 16 KiB.',
+    ),
+  'encoding.unsupported': () =>
+    new ProblemError(
+      415,
+      'unsupported_media_type',
+      'Unsupported media type',
+      'The body encoding is not supported.',
+    ),
+  'charset.unsupported': () =>
+    new ProblemError(415, 'unsupported_media_type', 'Unsupported media type', 'Send the body as UTF-8 JSON.'),
+};
+
+function toProblem(err: unknown): ProblemError | undefined {
+  if (err instanceof ProblemError) return err;
+  const type = (err as { type?: unknown })?.type;
+  if (typeof type === 'string' && BODY_PARSER_PROBLEMS[type]) return BODY_PARSER_PROBLEMS[type]();
+  if (isDatabaseUnavailable(err)) return new DatabaseUnavailableError();
+  const status = (err as { status?: unknown })?.status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new ValidationError([], 'The request could not be read.');
+  }
+  return undefined;
+}
+
+export function notFoundHandler(): RequestHandler {
+  return (req) => {
+    throw new NotFoundError(`No route for ${req.method} ${req.path}.`);
+  };
+}
+
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err, _req, res, next) => {
+    if (res.headersSent) return next(err);
+    const problem = toProblem(err);
+    if (problem) {
+      if (problem.status >= 500) logger.warn({ err }, problem.message);
+      return sendProblem(res, problem);
+    }
+    logger.error({ err }, 'unhandled error');
+    sendProblem(
+      res,
+      new ProblemError(
+        500,
+        'internal_error',
+        'Internal server error',
+        'Something went wrong on our side. The log line with this request_id has the detail.',
+      ),
+    );
+  };
+}

@@ -1,0 +1,111 @@
+// Cross-cutting request handling: ids and context, request logs, load shedding, media types, auth.
+import { randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { API_KEY_PATTERN, authenticate } from '../accounts/accounts.service.ts';
+import type { Db } from '../db/database.ts';
+import { OverloadedError, ProblemError, UnauthenticatedError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { requestContext } from '../request-context.ts';
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Accepts a well-formed X-Request-Id, makes one otherwise, echoes it, and runs the rest inside its context. */
+export function requestIdAndContext(requestTimeoutMs: number): RequestHandler {
+  return (req, res, next) => {
+    const sent = req.get('x-request-id');
+    const requestId =
+      sent && REQUEST_ID_PATTERN.test(sent) ? sent : `req_${randomUUID().replaceAll('-', '')}`;
+    res.locals.requestId = requestId;
+    res.locals.startedAt = performance.now();
+    res.set('X-Request-Id', requestId);
+    requestContext.run({ requestId, deadline: Date.now() + requestTimeoutMs }, next);
+  };
+}
+
+/** One log line per request, written when the response is finished or the client went away. */
+export function requestLog(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    let logged = false;
+    const done = () => {
+      if (logged) return;
+      logged = true;
+      const status = res.writableFinished ? res.statusCode : 499;
+      const line = {
+        request_id: res.locals.requestId,
+        method: req.method,
+        route: req.route ? `${req.baseUrl}${req.route.path}` : req.originalUrl.split('?')[0],
+        status,
+        duration_ms: Math.round((performance.now() - res.locals.startedAt) * 10) / 10,
+        account_id: res.locals.account?.id,
+        idempotency: res.locals.idempotency,
+      };
+      const level = status >= 500 ? 'error' : status >= 400 ? 'warn' : 'info';
+      logger[level](line, 'request completed');
+    };
+    res.on('finish', done);
+    res.on('close', done);
+    next();
+  };
+}
+
+/**
+ * Caps requests in flight. Past the cap a request is answered 503 at once instead of queuing,
+ * so a slow dependency cannot pile up unbounded work. Per process: it protects this process.
+ */
+export function loadShedding(maxInFlight: number, onShed: () => void): RequestHandler {
+  let inFlight = 0;
+  return (_req, res, next) => {
+    if (inFlight >= maxInFlight) {
+      onShed();
+      throw new OverloadedError();
+    }
+    inFlight += 1;
+    let released = false;
+    const release = () => {
+      if (!released) {
+        released = true;
+        inFlight -= 1;
+      }
+    };
+    res.on('finish', release);
+    res.on('close', release);
+    next();
+  };
+}
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** A request that carries a body must say it is JSON. */
+export function requireJsonBody(): RequestHandler {
+  return (req, _res, next) => {
+    const length = req.get('content-length');
+    const hasBody = req.get('transfer-encoding') !== undefined || (length !== undefined && length !== '0');
+    if (BODY_METHODS.has(req.method) && hasBody && !req.is('application/json')) {
+      throw new ProblemError(
+        415,
+        'unsupported_media_type',
+        'Unsupported media type',
+        `Send the body as application/json (got ${req.get('content-type') ?? 'no Content-Type'}).`,
+      );
+    }
+    next();
+  };
+}
+
+/** Resolves `Authorization: Bearer sk_test_…` to its account, or answers 401. */
+export function requireApiKey(db: Db): RequestHandler {
+  return async (req, res, next) => {
+    const header = req.get('authorization');
+    if (!header) {
+      throw new UnauthenticatedError('Send your API key in the Authorization header: "Bearer sk_test_…".');
+    }
+    const match = /^Bearer (\S+)$/.exec(header);
+    if (!match?.[1] || !API_KEY_PATTERN.test(match[1])) {
+      throw new UnauthenticatedError('The Authorization header is malformed; expected "Bearer sk_test_…".');
+    }
+    const account = await authenticate(db, match[1]);
+    if (!account) throw new UnauthenticatedError('The API key is not known, or it was revoked.');
+    res.locals.account = account;
+    next();
+  };
+}

@@ -1,0 +1,56 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, configSchema, loadConfig } from '../src/config.ts';
+
+describe('configuration', () => {
+  it('has a default for every variable but DATABASE_URL', () => {
+    const config = loadConfig({});
+    expect(config.PORT).toBe(3000);
+    expect(config.REQUEST_TIMEOUT_MS).toBe(5000);
+    expect(config.DATABASE_URL).toBeUndefined();
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('describes every variable, for the README table', () => {
+    for (const [name, schema] of Object.entries(configSchema.shape)) {
+      expect(schema.description, name).toBeTruthy();
+    }
+  });
+
+  it('coerces numbers and reads booleans', () => {
+    const config = loadConfig({ PORT: '8080', WORKER_ENABLED: 'false' });
+    expect(config.PORT).toBe(8080);
+    expect(config.WORKER_ENABLED).toBe(false);
+  });
+
+  it('names every bad variable in one message', () => {
+    const error = (() => {
+      try {
+        loadConfig({ PORT: 'eighty', LOG_LEVEL: 'loud', DATABASE_URL: 'mysql://x', DB_POOL_MAX: '0' });
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    const message = (error as Error).message;
+    for (const name of ['PORT', 'LOG_LEVEL', 'DATABASE_URL', 'DB_POOL_MAX']) expect(message).toContain(name);
+    expect(message).not.toContain('\n');
+  });
+
+  it('rejects a breaker reset shorter than its window (old failures would reopen it)', () => {
+    expect(() => loadConfig({ BREAKER_RESET_TIMEOUT_MS: '1000', BREAKER_ROLLING_WINDOW_MS: '5000' })).toThrow(
+      /BREAKER_RESET_TIMEOUT_MS/,
+    );
+  });
+
+  it('stops the service at start with a one-line message naming the bad variable', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'api'], {
+      env: { ...process.env, PORT: 'not-a-port', DATABASE_URL: '' },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(/^invalid configuration: PORT: /);
+  });
+});

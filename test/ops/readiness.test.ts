@@ -1,0 +1,74 @@
+// Readiness against a database that really stops and starts again: this file runs its own Postgres server.
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDb, createPool, type Db, migrateToLatest } from '../../src/db/database.ts';
+import { type EmbeddedServer, startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { createLogger } from '../../src/logger.ts';
+import { buildApp } from '../helpers/app.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+import { makeAccount } from '../helpers/factories.ts';
+import { freePort } from '../helpers/ports.ts';
+
+let dir: string;
+let server: EmbeddedServer;
+let db: Db;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'payments-readiness-'));
+  await chmod(dir, 0o755);
+  server = await startEmbeddedPostgres({ dir: path.join(dir, 'data'), port: await freePort() });
+  const settings = {
+    DB_POOL_MAX: 4,
+    DB_CONNECTION_TIMEOUT_MS: 500,
+    DB_STATEMENT_TIMEOUT_MS: 1000,
+    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: 1000,
+  };
+  db = createDb(createPool(server.url, settings, createLogger('silent')));
+  await migrateToLatest(db);
+});
+afterAll(async () => {
+  await db?.destroy();
+  await server?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('GET /readyz and /livez', () => {
+  it('follows the database down and back up without a restart', async () => {
+    const { app } = buildApp(db, { READINESS_TIMEOUT_MS: '800' });
+    const { auth } = await makeAccount(db);
+
+    expect((await request(app).get('/readyz')).status).toBe(200);
+
+    await server.stop();
+    const down = await request(app).get('/readyz');
+    expect(down.status).toBe(503);
+    expect(down.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(down.body).toMatchObject({ code: 'not_ready', checks: { database: { status: 'fail' } } });
+    expect((await request(app).get('/livez')).status).toBe(200);
+
+    const api = await request(app).get('/v1/account').set(auth);
+    expect(api.status).toBe(503);
+    expect(api.body.code).toBe('database_unavailable');
+    expect(api.headers['retry-after']).toBeDefined();
+
+    await server.start();
+    const up = await request(app).get('/readyz');
+    expect(up.status).toBe(200);
+    expect(up.body.checks).toEqual({ database: { status: 'pass' }, migrations: { status: 'pass' } });
+    expect((await request(app).get('/v1/account').set(auth)).status).toBe(200);
+  });
+
+  it('is not ready while the schema is not migrated', async () => {
+    const empty = await createTestDatabase({ migrate: false });
+    try {
+      const res = await request(buildApp(empty.db).app).get('/readyz');
+      expect(res.status).toBe(503);
+      expect(res.body.checks.database.detail).toBe('schema not migrated');
+    } finally {
+      await empty.destroy();
+    }
+  });
+});

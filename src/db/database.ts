@@ -8,7 +8,7 @@ import type { Config } from '../config.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
-// biome-ignore lint/suspicious/noExplicitAny: migrations run on a handle that knows no table types
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- migrations run on a handle that knows no table types
 type AnyDb = Kysely<any>;
 export type DbOrTrx = Kysely<Database> | Transaction<Database>;
 

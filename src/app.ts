@@ -1,6 +1,7 @@
 // Builds the HTTP face of the service. No ports, no signals: main.ts owns those, tests build it bare.
 import express, { type Express } from 'express';
 import { accountRoutes } from './accounts/accounts.routes.ts';
+import { chargeRoutes } from './charges/charges.routes.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import { healthRoutes } from './health/health.routes.ts';
@@ -14,16 +15,18 @@ import {
   requireJsonBody,
 } from './http/middleware.ts';
 import type { Logger } from './logger.ts';
+import type { Services } from './services.ts';
 
 export interface AppDeps {
   config: Config;
   db: Db;
   logger: Logger;
   readiness: Readiness;
+  services: Services;
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, db, logger } = deps;
+  const { config, db, logger, services } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
@@ -38,6 +41,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use(requireJsonBody());
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
   v1.use(accountRoutes());
+  v1.use(chargeRoutes({ db, idempotency: services.idempotency, createCharge: services.createCharge }));
   app.use('/v1', v1);
 
   app.use(notFoundHandler());

@@ -1,5 +1,7 @@
 // The service's named errors. http/error-handler.ts is the only place that turns them into a response.
 
+export const PROBLEM_TYPE_BASE = 'https://payments.example/problems/';
+
 export interface FieldError {
   path: string;
   message: string;
@@ -28,6 +30,20 @@ export class ProblemError extends Error {
     this.errors = options.errors;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.extra = options.extra;
+  }
+
+  /** The RFC 9457 body. */
+  toBody(requestId: string | undefined): Record<string, unknown> {
+    return {
+      type: `${PROBLEM_TYPE_BASE}${this.code.replaceAll('_', '-')}`,
+      title: this.title,
+      status: this.status,
+      detail: this.message,
+      code: this.code,
+      request_id: requestId,
+      ...(this.errors ? { errors: this.errors } : {}),
+      ...this.extra,
+    };
   }
 }
 

@@ -9,6 +9,9 @@ import { createDb, createPool, migrateToLatest } from './db/database.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
 import { createReadiness } from './health/health.service.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { createProcessorClient } from './processor/processor.client.ts';
+import { createServices } from './services.ts';
+import { startSimulator } from './simulator/simulator.ts';
 
 type Role = 'all' | 'api';
 const ROLES: Role[] = ['all', 'api'];
@@ -41,7 +44,17 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     timeoutMs: config.READINESS_TIMEOUT_MS,
     isShuttingDown: () => shuttingDown,
   });
-  const app = createApp({ config, db, logger, readiness });
+  if (role === 'all') {
+    // First-try mode: the processor simulator runs in this process too.
+    const simulator = await startSimulator(config.PROCESSOR_PORT);
+    closers.push(() => simulator.close());
+    logger.info({ url: simulator.url }, 'processor simulator listening');
+  }
+  const processor = createProcessorClient(config, logger);
+  closers.unshift(async () => processor.shutdown());
+  const services = createServices({ config, db, logger, processor });
+
+  const app = createApp({ config, db, logger, readiness, services });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(config.PORT, config.HOST, () => resolve(s));
   });

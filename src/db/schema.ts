@@ -1,5 +1,9 @@
 // Row types of our tables, as Kysely sees them.
-import type { ColumnType } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
+
+/** jsonb columns are written as JSON text and read back parsed. */
+type Json<T> = ColumnType<T, string, string>;
+export type JsonObject = Record<string, unknown>;
 
 type CreatedAt = ColumnType<Date, never, never>;
 
@@ -18,7 +22,50 @@ export interface ApiKeysTable {
   revoked_at: Date | null;
 }
 
+export type RecoveryPoint = 'intent_recorded' | 'finished';
+
+export interface IdempotencyKeysTable {
+  id: Generated<string>;
+  account_id: string;
+  key: string;
+  request_method: string;
+  request_path: string;
+  request_fingerprint: string;
+  request_body: Json<JsonObject>;
+  recovery_point: RecoveryPoint;
+  locked_at: Date | null;
+  response_status: number | null;
+  response_body: ColumnType<JsonObject | null, string | null, string | null>;
+  response_headers: ColumnType<Record<string, string> | null, string | null, string | null>;
+  created_at: CreatedAt;
+  last_run_at: Generated<Date>;
+  expires_at: Date;
+}
+
+export type ChargeStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface ChargesTable {
+  id: string;
+  account_id: string;
+  idempotency_key_id: string | null;
+  amount: number;
+  currency: string;
+  source: string;
+  description: string | null;
+  metadata: Json<Record<string, string>>;
+  status: ChargeStatus;
+  amount_refunded: Generated<number>;
+  failure_code: string | null;
+  failure_message: string | null;
+  processor_idempotency_key: string;
+  processor_reference: string | null;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
+  idempotency_keys: IdempotencyKeysTable;
+  charges: ChargesTable;
 }

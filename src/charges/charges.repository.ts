@@ -1,0 +1,106 @@
+import { sql } from 'kysely';
+import type { DbOrTrx } from '../db/database.ts';
+import type { ChargeStatus } from '../db/schema.ts';
+
+export interface ChargeRow {
+  id: string;
+  account_id: string;
+  idempotency_key_id: string | null;
+  amount: number;
+  currency: string;
+  source: string;
+  description: string | null;
+  metadata: Record<string, string>;
+  status: ChargeStatus;
+  amount_refunded: number;
+  failure_code: string | null;
+  failure_message: string | null;
+  processor_idempotency_key: string;
+  processor_reference: string | null;
+  created_at: Date;
+}
+
+export interface NewCharge {
+  id: string;
+  account_id: string;
+  idempotency_key_id: string;
+  amount: number;
+  currency: string;
+  source: string;
+  description: string | null;
+  metadata: Record<string, string>;
+  processor_idempotency_key: string;
+}
+
+export async function insertPendingCharge(db: DbOrTrx, charge: NewCharge): Promise<ChargeRow> {
+  return db
+    .insertInto('charges')
+    .values({ ...charge, metadata: JSON.stringify(charge.metadata), status: 'pending' })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findChargeByKeyId(db: DbOrTrx, keyId: string): Promise<ChargeRow | undefined> {
+  return db.selectFrom('charges').selectAll().where('idempotency_key_id', '=', keyId).executeTakeFirst();
+}
+
+export async function lockChargeByKeyId(db: DbOrTrx, keyId: string): Promise<ChargeRow | undefined> {
+  return db.selectFrom('charges').selectAll().where('idempotency_key_id', '=', keyId).forUpdate().executeTakeFirst();
+}
+
+export async function lockCharge(db: DbOrTrx, accountId: string, id: string): Promise<ChargeRow | undefined> {
+  return db
+    .selectFrom('charges')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function findCharge(db: DbOrTrx, accountId: string, id: string): Promise<ChargeRow | undefined> {
+  return db
+    .selectFrom('charges')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .executeTakeFirst();
+}
+
+export type ChargeSettlement =
+  | { status: 'succeeded'; processor_reference: string }
+  | { status: 'failed'; processor_reference: string | null; failure_code: string; failure_message: string };
+
+/** Moves a pending charge to its final status; a charge that is no longer pending is left alone. */
+export async function settleCharge(db: DbOrTrx, id: string, settlement: ChargeSettlement): Promise<ChargeRow> {
+  const updated = await db
+    .updateTable('charges')
+    .set({ ...settlement, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('status', '=', 'pending')
+    .returningAll()
+    .executeTakeFirst();
+  return updated ?? (await db.selectFrom('charges').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
+}
+
+/** Newest first; the cursor is the (created_at, id) of the charge to start after. */
+export async function listCharges(
+  db: DbOrTrx,
+  accountId: string,
+  limit: number,
+  after?: { created_at: Date; id: string },
+): Promise<ChargeRow[]> {
+  let query = db
+    .selectFrom('charges')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(limit);
+  if (after) {
+    query = query.where((eb) =>
+      eb(eb.refTuple('created_at', 'id'), '<', eb.tuple(after.created_at, after.id)),
+    );
+  }
+  return query.execute();
+}

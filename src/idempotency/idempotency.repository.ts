@@ -1,0 +1,130 @@
+// Queries on idempotency_keys. Every time comparison uses the database clock, never this process's.
+import { sql } from 'kysely';
+import type { DbOrTrx } from '../db/database.ts';
+import type { JsonObject, RecoveryPoint } from '../db/schema.ts';
+
+export interface KeyRow {
+  id: string;
+  account_id: string;
+  key: string;
+  request_method: string;
+  request_path: string;
+  request_fingerprint: string;
+  request_body: JsonObject;
+  recovery_point: RecoveryPoint;
+  response_status: number | null;
+  response_body: JsonObject | null;
+  response_headers: Record<string, string> | null;
+}
+
+/** A key row with what the database clock says about it right now. */
+export interface KeyState extends KeyRow {
+  expired: boolean;
+  leased: boolean;
+}
+
+const KEY_COLUMNS = [
+  'id',
+  'account_id',
+  'key',
+  'request_method',
+  'request_path',
+  'request_fingerprint',
+  'request_body',
+  'recovery_point',
+  'response_status',
+  'response_body',
+  'response_headers',
+] as const;
+
+export interface NewKey {
+  accountId: string;
+  key: string;
+  method: string;
+  path: string;
+  fingerprint: string;
+  body: JsonObject;
+}
+
+/** Inserts the key with a fresh lease, or returns undefined when the account already has it. */
+export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: number): Promise<KeyRow | undefined> {
+  return db
+    .insertInto('idempotency_keys')
+    .values({
+      account_id: k.accountId,
+      key: k.key,
+      request_method: k.method,
+      request_path: k.path,
+      request_fingerprint: k.fingerprint,
+      request_body: JSON.stringify(k.body),
+      recovery_point: 'intent_recorded',
+      locked_at: sql<Date>`now()`,
+      expires_at: sql<Date>`now() + make_interval(secs => ${ttlSeconds})`,
+    })
+    .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
+    .returning(KEY_COLUMNS)
+    .executeTakeFirst();
+}
+
+/** Locks the account's key row for this transaction and reads its expiry and lease by the database clock. */
+export async function lockKeyByAccountKey(
+  db: DbOrTrx,
+  accountId: string,
+  key: string,
+  leaseSeconds: number,
+): Promise<KeyState | undefined> {
+  return db
+    .selectFrom('idempotency_keys')
+    .select(KEY_COLUMNS)
+    .select([
+      sql<boolean>`expires_at <= now()`.as('expired'),
+      sql<boolean>`locked_at is not null and locked_at > now() - make_interval(secs => ${leaseSeconds})`.as('leased'),
+    ])
+    .where('account_id', '=', accountId)
+    .where('key', '=', key)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function lockKeyById(db: DbOrTrx, id: string): Promise<KeyRow | undefined> {
+  return db.selectFrom('idempotency_keys').select(KEY_COLUMNS).where('id', '=', id).forUpdate().executeTakeFirst();
+}
+
+export async function deleteKey(db: DbOrTrx, id: string): Promise<void> {
+  await db.deleteFrom('idempotency_keys').where('id', '=', id).execute();
+}
+
+export async function takeLease(db: DbOrTrx, id: string): Promise<void> {
+  await db
+    .updateTable('idempotency_keys')
+    .set({ locked_at: sql<Date>`now()`, last_run_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .execute();
+}
+
+export async function releaseLease(db: DbOrTrx, id: string): Promise<void> {
+  await db
+    .updateTable('idempotency_keys')
+    .set({ locked_at: null })
+    .where('id', '=', id)
+    .where('recovery_point', '<>', 'finished')
+    .execute();
+}
+
+export async function finishKey(
+  db: DbOrTrx,
+  id: string,
+  response: { status: number; body: JsonObject; headers: Record<string, string> },
+): Promise<void> {
+  await db
+    .updateTable('idempotency_keys')
+    .set({
+      recovery_point: 'finished',
+      locked_at: null,
+      response_status: response.status,
+      response_body: JSON.stringify(response.body),
+      response_headers: JSON.stringify(response.headers),
+    })
+    .where('id', '=', id)
+    .execute();
+}

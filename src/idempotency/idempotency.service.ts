@@ -1,0 +1,188 @@
+// Exactly-once execution of a mutating request, as atomic phases around one foreign call:
+//   claimKey (+ recordIntent, one transaction) → callProcessor (no transaction) → recordOutcome (one transaction).
+// Each phase moves the key's recovery point forward, so a request that dies anywhere can be resumed
+// from where it stopped by a retry with the same key or by the completer. Charges and refunds both use it.
+import type { Transaction } from 'kysely';
+import type { Db } from '../db/database.ts';
+import type { Database, JsonObject } from '../db/schema.ts';
+import { ProblemError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { ProcessorOutcome } from '../processor/processor.client.ts';
+import { currentRequestId } from '../request-context.ts';
+import {
+  deleteKey,
+  finishKey,
+  insertKeyIfAbsent,
+  type KeyRow,
+  lockKeyById,
+  lockKeyByAccountKey,
+  releaseLease,
+  takeLease,
+} from './idempotency.repository.ts';
+import { requestFingerprint } from './idempotency.schemas.ts';
+
+export type { KeyRow };
+export type Trx = Transaction<Database>;
+
+export interface StoredResponse {
+  status: number;
+  body: JsonObject;
+  headers: Record<string, string>;
+}
+
+/** One kind of mutating request (create a charge, create a refund) run by the idempotency machinery. */
+export interface IdempotentOperation<Params> {
+  /** Validates a body: the request's before anything is stored, and a stored one when resuming. */
+  parse(body: unknown): Params;
+  /** Inside the claiming transaction: the local rows of a new request. A thrown ProblemError becomes its stored answer. */
+  recordIntent(trx: Trx, key: KeyRow, params: Params): Promise<void>;
+  /** Outside any transaction: the one foreign call, with an idempotency key derived from ours. */
+  callProcessor(key: KeyRow, deadline: number): Promise<ProcessorOutcome>;
+  /** Inside the finishing transaction: apply the outcome and say what to answer. */
+  recordOutcome(trx: Trx, key: KeyRow, outcome: ProcessorOutcome): Promise<StoredResponse>;
+}
+
+export type IdempotencyOutcome = 'new' | 'replayed' | 'in_use' | 'reused' | 'resumed';
+
+export interface IdempotentRequest {
+  accountId: string;
+  key: string;
+  method: string;
+  path: string;
+  body: JsonObject;
+}
+
+type Claim =
+  | { kind: 'new' | 'resumed'; key: KeyRow }
+  | { kind: 'finished'; outcome: 'new' | 'replayed'; response: StoredResponse }
+  | { kind: 'in_use' }
+  | { kind: 'reused'; first: KeyRow };
+
+export interface IdempotencySettings {
+  leaseSeconds: number;
+  ttlSeconds: number;
+}
+
+// A claim that keeps losing races to concurrent deletes and inserts of the same key gives up after this.
+const CLAIM_TRIES = 3;
+
+export const storedResponse = (row: KeyRow): StoredResponse => ({
+  status: row.response_status!,
+  body: row.response_body!,
+  headers: row.response_headers ?? {},
+});
+
+export function createIdempotency(deps: { db: Db; settings: IdempotencySettings; logger: Logger }) {
+  const { db, settings, logger } = deps;
+
+  async function claimKey<P>(op: IdempotentOperation<P>, req: IdempotentRequest, params: P): Promise<Claim> {
+    const fingerprint = requestFingerprint(req.method, req.path, req.body);
+    return db.transaction().execute(async (trx) => {
+      for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
+        const inserted = await insertKeyIfAbsent(trx, { ...req, fingerprint }, settings.ttlSeconds);
+        if (inserted) return recordIntent(trx, op, inserted, params);
+
+        const existing = await lockKeyByAccountKey(trx, req.accountId, req.key, settings.leaseSeconds);
+        if (!existing) continue; // deleted between our insert and our select: try the insert again
+        if (existing.expired) {
+          // An expired key counts as absent at once, even before the reaper comes by.
+          await deleteKey(trx, existing.id);
+          continue;
+        }
+        const sameRequest =
+          existing.request_fingerprint === fingerprint &&
+          existing.request_method === req.method &&
+          existing.request_path === req.path;
+        if (!sameRequest) return { kind: 'reused', first: existing };
+        if (existing.recovery_point === 'finished') {
+          return { kind: 'finished', outcome: 'replayed', response: storedResponse(existing) };
+        }
+        if (existing.leased) return { kind: 'in_use' };
+        await takeLease(trx, existing.id);
+        return { kind: 'resumed', key: existing };
+      }
+      throw new Error(`could not claim idempotency key after ${CLAIM_TRIES} tries`);
+    });
+  }
+
+  async function recordIntent<P>(trx: Trx, op: IdempotentOperation<P>, key: KeyRow, params: P): Promise<Claim> {
+    try {
+      await op.recordIntent(trx, key, params);
+      return { kind: 'new', key };
+    } catch (err) {
+      if (!(err instanceof ProblemError) || err.status >= 500) throw err;
+      // The request started executing and was refused by a business rule: that refusal is its answer.
+      const response: StoredResponse = {
+        status: err.status,
+        body: err.toBody(currentRequestId()),
+        headers: { 'content-type': 'application/problem+json' },
+      };
+      await finishKey(trx, key.id, response);
+      return { kind: 'finished', outcome: 'new', response };
+    }
+  }
+
+  /** From `intent_recorded` to `finished`: the foreign call, then its outcome in one transaction. */
+  async function drive<P>(op: IdempotentOperation<P>, key: KeyRow, deadline: number): Promise<StoredResponse> {
+    try {
+      const outcome = await op.callProcessor(key, deadline);
+      return await db.transaction().execute(async (trx) => {
+        const current = await lockKeyById(trx, key.id);
+        if (!current) throw new Error(`idempotency key ${key.id} vanished while in flight`);
+        // Someone who resumed after our lease ran out finished first: theirs is the answer.
+        if (current.recovery_point === 'finished') return storedResponse(current);
+        const response = await op.recordOutcome(trx, current, outcome);
+        await finishKey(trx, key.id, response);
+        return response;
+      });
+    } catch (err) {
+      // Let a retry resume at once instead of waiting out the lease; if this fails too, the lease expires.
+      await releaseLease(db, key.id).catch((e) => logger.warn({ err: e }, 'could not release idempotency lease'));
+      throw err;
+    }
+  }
+
+  /** Runs a request exactly once per (account, key): new, resumed, or replayed from what was stored. */
+  async function execute<P>(
+    op: IdempotentOperation<P>,
+    req: IdempotentRequest,
+    params: P,
+    deadline: number,
+  ): Promise<{ outcome: IdempotencyOutcome; response?: StoredResponse; error?: ProblemError }> {
+    const claim = await claimKey(op, req, params);
+    switch (claim.kind) {
+      case 'finished':
+        return { outcome: claim.outcome, response: claim.response };
+      case 'in_use':
+        return { outcome: 'in_use', error: inUseError() };
+      case 'reused':
+        return { outcome: 'reused', error: reusedError(claim.first) };
+      case 'new':
+      case 'resumed':
+        return { outcome: claim.kind, response: await drive(op, claim.key, deadline) };
+    }
+  }
+
+  return { execute, drive };
+}
+
+export type Idempotency = ReturnType<typeof createIdempotency>;
+
+function inUseError(): ProblemError {
+  return new ProblemError(
+    409,
+    'idempotency_key_in_use',
+    'Idempotency-Key in use',
+    'An earlier request with this Idempotency-Key is still being processed. Retry shortly with the same key.',
+    { retryAfterSeconds: 1 },
+  );
+}
+
+function reusedError(first: KeyRow): ProblemError {
+  return new ProblemError(
+    422,
+    'idempotency_key_reused',
+    'Idempotency-Key reused with a different request',
+    `This key was first used for ${first.request_method} ${first.request_path} with a different body.`,
+  );
+}

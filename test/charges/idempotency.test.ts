@@ -1,0 +1,354 @@
+// Every rule under "Idempotency" in API.md, caused for real against Postgres and the simulator.
+import { sql } from 'kysely';
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  charge,
+  countRows,
+  createTestContext,
+  ledgerFor,
+  newKey,
+  postCharge,
+  type TestContext,
+} from '../helpers/context.ts';
+import { expectProblem } from '../helpers/problem.ts';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await createTestContext({ IDEMPOTENCY_LEASE_SECONDS: '60' });
+});
+afterAll(() => ctx.destroy());
+
+const keyRow = (accountId: string, key: string) =>
+  ctx.t.db
+    .selectFrom('idempotency_keys')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('key', '=', key)
+    .executeTakeFirst();
+
+const processorEntriesFor = async (accountId: string, key: string) => {
+  const row = await keyRow(accountId, key);
+  return ledgerFor((await ctx.ledger()).entries, `charge_${row!.id}`);
+};
+
+const outcomesLogged = (requestId: string) =>
+  ctx.logs.lines.filter((l) => l.request_id === requestId && l.msg === 'request completed').map((l) => l.idempotency);
+
+describe('POST /v1/charges idempotency', () => {
+  it('answers 400 idempotency_key_missing without a key, and stores nothing', async () => {
+    const { account, auth } = await ctx.account();
+    expectProblem(await postCharge(ctx, auth, null), 400, 'idempotency_key_missing');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 0, charges: 0 });
+  });
+
+  it.each([
+    ['empty', ''],
+    ['longer than 255 characters', 'k'.repeat(256)],
+    ['not printable ASCII', 'ключ'],
+    ['a quoted string with a bare quote inside', '"a"b"'],
+    ['a quoted string with a bad escape', '"a\\nb"'],
+    ['an empty quoted string', '""'],
+  ])('answers 400 idempotency_key_invalid for a key that is %s', async (_name, key) => {
+    const { account, auth } = await ctx.account();
+    const res = await request(ctx.app)
+      .post('/v1/charges')
+      .set(auth)
+      .set('Idempotency-Key', Buffer.from(key, 'utf8').toString('latin1'))
+      .send(charge());
+    expectProblem(res, 400, 'idempotency_key_invalid');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 0, charges: 0 });
+  });
+
+  it('accepts a key of exactly 255 printable characters', async () => {
+    const { auth } = await ctx.account();
+    expect((await postCharge(ctx, auth, `${'k'.repeat(254)}~`)).status).toBe(201);
+  });
+
+  it('replays the stored response when the same key and body come again, with no new side effect', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key).set('X-Request-Id', 'first-req');
+    const again = await postCharge(ctx, auth, key).set('X-Request-Id', 'second-req');
+    expect(first.status).toBe(201);
+    expect(first.headers['idempotent-replayed']).toBeUndefined();
+    expect(again.status).toBe(201);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.headers['content-type']).toBe(first.headers['content-type']);
+    expect(again.headers.location).toBe(first.headers.location);
+    expect(again.headers['x-request-id']).toBe('second-req');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    expect(await processorEntriesFor(account.id, key)).toHaveLength(1);
+    expect(outcomesLogged('first-req')).toEqual(['new']);
+    expect(outcomesLogged('second-req')).toEqual(['replayed']);
+  });
+
+  it('replays a 402 decline exactly, body and problem content type included', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const body = charge({ source: 'tok_chargeDeclined' });
+    const first = await postCharge(ctx, auth, key, body);
+    const again = await postCharge(ctx, auth, key, body);
+    expect(first.status).toBe(402);
+    expect(again.status).toBe(402);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(await processorEntriesFor(account.id, key)).toHaveLength(1);
+  });
+
+  it('replays a stored 202 pending as 202, even after the processor recovers', async () => {
+    const { auth } = await ctx.account();
+    const key = newKey();
+    await ctx.setChaos({ mode: 'down' });
+    const first = await postCharge(ctx, auth, key);
+    await ctx.setChaos({ mode: 'healthy' });
+    const again = await postCharge(ctx, auth, key);
+    expect(first.status).toBe(202);
+    expect(again.status).toBe(202);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers.location).toBe(first.headers.location);
+  });
+
+  it('treats a bare key and the same key as an RFC 8941 quoted string as one key', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const bare = await postCharge(ctx, auth, key);
+    const quoted = await postCharge(ctx, auth, `"${key}"`);
+    expect(quoted.headers['idempotent-replayed']).toBe('true');
+    expect(quoted.body.id).toBe(bare.body.id);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+  });
+
+  it('unescapes a quoted key: "a\\"b" is the key a"b', async () => {
+    const { account, auth } = await ctx.account();
+    await postCharge(ctx, auth, '"a\\"b\\\\c"');
+    expect(await keyRow(account.id, 'a"b\\c')).toBeDefined();
+  });
+
+  it('answers 422 idempotency_key_reused for the same key with another body, and changes nothing', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key, charge({ amount: 1000 }));
+    const before = await keyRow(account.id, key);
+    const reused = await postCharge(ctx, auth, key, charge({ amount: 2000 })).set('X-Request-Id', 'reuse-1');
+    expectProblem(reused, 422, 'idempotency_key_reused');
+    expect(reused.body.detail).toContain('POST /v1/charges');
+    expect(await keyRow(account.id, key)).toEqual(before);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    const read = await request(ctx.app).get(`/v1/charges/${first.body.id}`).set(auth);
+    expect(read.body.amount).toBe(1000);
+    expect(outcomesLogged('reuse-1')).toEqual(['reused']);
+  });
+
+  it('ignores key order and insignificant whitespace in the body', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const send = (raw: string) =>
+      request(ctx.app)
+        .post('/v1/charges')
+        .set(auth)
+        .set('Idempotency-Key', key)
+        .set('Content-Type', 'application/json')
+        .send(raw);
+    const first = await send('{"amount":1000,"currency":"usd","source":"tok_visa","metadata":{"a":"1","b":"2"}}');
+    const reordered = await send(
+      '{\n  "metadata": { "b": "2", "a": "1" },\n  "source" : "tok_visa",\n\t"currency": "usd", "amount": 1000\n}',
+    );
+    expect(first.status).toBe(201);
+    expect(reordered.status).toBe(201);
+    expect(reordered.headers['idempotent-replayed']).toBe('true');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+  });
+
+  it('treats the same body under a different key as a new request', async () => {
+    const { account, auth } = await ctx.account();
+    const a = await postCharge(ctx, auth, newKey());
+    const b = await postCharge(ctx, auth, newKey());
+    expect(a.body.id).not.toBe(b.body.id);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 2, charges: 2 });
+  });
+
+  it('scopes keys to the account: two accounts with one key make two independent charges', async () => {
+    const one = await ctx.account();
+    const two = await ctx.account();
+    const key = newKey();
+    const a = await postCharge(ctx, one.auth, key, charge({ amount: 100 }));
+    const b = await postCharge(ctx, two.auth, key, charge({ amount: 200 }));
+    expect(a.status).toBe(201);
+    expect(b.status).toBe(201);
+    expect(b.headers['idempotent-replayed']).toBeUndefined();
+    expect(a.body.id).not.toBe(b.body.id);
+    expect(await processorEntriesFor(one.account.id, key)).toHaveLength(1);
+    expect(await processorEntriesFor(two.account.id, key)).toHaveLength(1);
+  });
+
+  it('stores nothing for a request that fails validation, so the client can fix it and retry with the same key', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    expectProblem(await postCharge(ctx, auth, key, charge({ amount: -5 })), 400, 'validation_failed');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 0, charges: 0 });
+    const fixed = await postCharge(ctx, auth, key, charge({ amount: 5 }));
+    expect(fixed.status).toBe(201);
+    expect(fixed.headers['idempotent-replayed']).toBeUndefined();
+  });
+
+  it('stores nothing for a request that fails authentication', async () => {
+    const key = newKey();
+    const res = await postCharge(ctx, { Authorization: 'Bearer sk_test_unknownunknownunknown00' }, key);
+    expectProblem(res, 401, 'unauthenticated');
+    const rows = await ctx.t.db.selectFrom('idempotency_keys').select('id').where('key', '=', key).execute();
+    expect(rows).toHaveLength(0);
+  });
+
+  it('treats an expired key as absent at once, before the reaper removes it', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key, charge({ amount: 100 }));
+    await ctx.t.db
+      .updateTable('idempotency_keys')
+      .set({ expires_at: sql<Date>`now() - interval '1 second'` })
+      .where('account_id', '=', account.id)
+      .execute();
+    const later = await postCharge(ctx, auth, key, charge({ amount: 300 }));
+    expect(later.status).toBe(201);
+    expect(later.headers['idempotent-replayed']).toBeUndefined();
+    expect(later.body.id).not.toBe(first.body.id);
+    expect(later.body.amount).toBe(300);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 2 });
+    const oldCharge = await ctx.t.db
+      .selectFrom('charges')
+      .selectAll()
+      .where('id', '=', first.body.id)
+      .executeTakeFirstOrThrow();
+    expect(oldCharge.idempotency_key_id).toBeNull();
+  });
+
+  it('keeps a key for 24 hours by default, by the database clock', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    await postCharge(ctx, auth, key);
+    const { rows } = await sql<{ ttl: number }>`
+      select extract(epoch from expires_at - created_at)::int as ttl from idempotency_keys
+      where account_id = ${account.id} and key = ${key}`.execute(ctx.t.db);
+    expect(rows[0]!.ttl).toBe(86400);
+  });
+
+  it('answers 409 idempotency_key_in_use with Retry-After while the first request is in flight', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    await ctx.setChaos({ mode: 'slow', latency_ms: 800, jitter_ms: 0 });
+    try {
+      const first = postCharge(ctx, auth, key).then((r) => r);
+      await expect.poll(() => keyRow(account.id, key), { timeout: 5000, interval: 20 }).toBeDefined();
+      const second = await postCharge(ctx, auth, key).set('X-Request-Id', 'in-use-1');
+      expectProblem(second, 409, 'idempotency_key_in_use');
+      expect(Number(second.headers['retry-after'])).toBeGreaterThan(0);
+      expect(outcomesLogged('in-use-1')).toEqual(['in_use']);
+      expect((await first).status).toBe(201);
+      const third = await postCharge(ctx, auth, key);
+      expect(third.status).toBe(201);
+      expect(third.headers['idempotent-replayed']).toBe('true');
+    } finally {
+      await ctx.setChaos({ mode: 'healthy' });
+    }
+  });
+
+  it('stores the response before sending it, so a retry the instant the answer arrives is a replay', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key);
+    const row = await keyRow(account.id, key);
+    expect(row).toMatchObject({ recovery_point: 'finished', response_status: first.status, locked_at: null });
+    expect(row!.response_body).toEqual(first.body);
+    const retry = await postCharge(ctx, auth, key);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+  });
+
+  it('resumes a request whose lease expired (a crashed request) and completes it exactly once', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    // What a process that died after phase 1 leaves behind: a pending charge and a key locked long ago.
+    const keyId = await ctx.t.db.transaction().execute(async (trx) => {
+      const { id } = await trx
+        .insertInto('idempotency_keys')
+        .values({
+          account_id: account.id,
+          key,
+          request_method: 'POST',
+          request_path: '/v1/charges',
+          request_fingerprint: (await import('../../src/idempotency/idempotency.schemas.ts')).requestFingerprint(
+            'POST',
+            '/v1/charges',
+            charge(),
+          ),
+          request_body: JSON.stringify(charge()),
+          recovery_point: 'intent_recorded',
+          locked_at: sql<Date>`now() - interval '61 seconds'`,
+          expires_at: sql<Date>`now() + interval '1 day'`,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await trx
+        .insertInto('charges')
+        .values({
+          id: 'ch_crashed1',
+          account_id: account.id,
+          idempotency_key_id: id,
+          amount: 1000,
+          currency: 'usd',
+          source: 'tok_visa',
+          metadata: '{}',
+          status: 'pending',
+          processor_idempotency_key: `charge_${id}`,
+        })
+        .execute();
+      return id;
+    });
+
+    const resumed = await postCharge(ctx, auth, key).set('X-Request-Id', 'resume-1');
+    expect(resumed.status).toBe(201);
+    expect(resumed.body.id).toBe('ch_crashed1');
+    expect(outcomesLogged('resume-1')).toEqual(['resumed']);
+    const again = await postCharge(ctx, auth, key);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    expect(ledgerFor((await ctx.ledger()).entries, `charge_${keyId}`)).toHaveLength(1);
+  });
+
+  it('answers 409 for a request still inside its lease, even one that looks abandoned', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    await ctx.setChaos({ mode: 'hang' });
+    try {
+      // A request that is still running: the key leased seconds ago, no answer yet.
+      const pending = postCharge(ctx, auth, key).then((r) => r);
+      await expect.poll(() => keyRow(account.id, key), { timeout: 5000, interval: 20 }).toBeDefined();
+      expectProblem(await postCharge(ctx, auth, key), 409, 'idempotency_key_in_use');
+      await ctx.setChaos({ mode: 'healthy' });
+      expect([201, 202]).toContain((await pending).status);
+    } finally {
+      await ctx.setChaos({ mode: 'healthy' });
+    }
+  });
+
+  it('gives exactly one charge and one processor charge for 50 concurrent requests with one key', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    await ctx.setChaos({ mode: 'slow', latency_ms: 200, jitter_ms: 50 });
+    try {
+      const answers = await Promise.all(Array.from({ length: 50 }, () => postCharge(ctx, auth, key)));
+      const statuses = answers.map((a) => a.status);
+      expect(statuses.every((s) => s === 201 || s === 409)).toBe(true);
+      const originals = answers.filter((a) => a.status === 201 && !a.headers['idempotent-replayed']);
+      expect(originals).toHaveLength(1);
+      for (const a of answers.filter((x) => x.status === 201)) expect(a.body).toEqual(originals[0]!.body);
+      for (const a of answers.filter((x) => x.status === 409)) expect(a.body.code).toBe('idempotency_key_in_use');
+      expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+      expect(await processorEntriesFor(account.id, key)).toHaveLength(1);
+    } finally {
+      await ctx.setChaos({ mode: 'healthy' });
+    }
+  });
+});

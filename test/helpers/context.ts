@@ -1,0 +1,74 @@
+// A test file's world: its own database, its own processor simulator over HTTP, and the app built on both.
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
+import type { Chaos, LedgerEntry } from '../../src/simulator/simulator.ts';
+import { type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
+import { type BuiltApp, buildApp } from './app.ts';
+import { createTestDatabase, type TestDatabase } from './database.ts';
+import { makeAccount } from './factories.ts';
+
+export interface TestContext extends BuiltApp {
+  t: TestDatabase;
+  simulator: RunningSimulator;
+  setChaos(chaos: Partial<Chaos> & { mode: Chaos['mode'] }): Promise<void>;
+  ledger(): Promise<{ entries: LedgerEntry[]; requests: { charges: number; refunds: number } }>;
+  account(): ReturnType<typeof makeAccount>;
+  destroy(): Promise<void>;
+}
+
+export async function createTestContext(env: Record<string, string> = {}): Promise<TestContext> {
+  const t = await createTestDatabase();
+  const simulator = await startSimulator();
+  const built = buildApp(t.db, { PROCESSOR_URL: simulator.url, ...env });
+  return {
+    ...built,
+    t,
+    simulator,
+    async setChaos(chaos) {
+      const res = await request(simulator.url).put('/chaos').send(chaos);
+      if (res.status !== 200) throw new Error(`chaos not set: ${res.text}`);
+    },
+    async ledger() {
+      return (await request(simulator.url).get('/ledger')).body;
+    },
+    account: () => makeAccount(t.db),
+    async destroy() {
+      built.close();
+      await simulator.close();
+      await t.destroy();
+    },
+  };
+}
+
+export const newKey = () => `key-${randomUUID()}`;
+
+export const charge = (overrides: Record<string, unknown> = {}) => ({
+  amount: 1000,
+  currency: 'usd',
+  source: 'tok_visa',
+  ...overrides,
+});
+
+/** POST /v1/charges with the given auth, key (omitted when null) and body. */
+export function postCharge(
+  ctx: TestContext,
+  auth: Record<string, string>,
+  key: string | null,
+  body: unknown = charge(),
+) {
+  const req = request(ctx.app).post('/v1/charges').set(auth);
+  if (key !== null) req.set('Idempotency-Key', key);
+  return req.send(body as object);
+}
+
+export function ledgerFor(entries: LedgerEntry[], processorKeyPrefix: string) {
+  return entries.filter((e) => e.idempotency_key.startsWith(processorKeyPrefix));
+}
+
+export async function countRows(ctx: TestContext, accountId: string) {
+  const [keys, charges] = await Promise.all([
+    ctx.t.db.selectFrom('idempotency_keys').select('id').where('account_id', '=', accountId).execute(),
+    ctx.t.db.selectFrom('charges').select('id').where('account_id', '=', accountId).execute(),
+  ]);
+  return { keys: keys.length, charges: charges.length };
+}

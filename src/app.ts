@@ -15,6 +15,8 @@ import {
   requireJsonBody,
 } from './http/middleware.ts';
 import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import { refundRoutes } from './refunds/refunds.routes.ts';
 import type { Services } from './services.ts';
 
 export interface AppDeps {
@@ -23,17 +25,21 @@ export interface AppDeps {
   logger: Logger;
   readiness: Readiness;
   services: Services;
+  metrics: Metrics;
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, db, logger, services } = deps;
+  const { config, db, logger, services, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
 
   app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
-  app.use(requestLog(logger));
+  app.use(requestLog(logger, metrics));
   app.use(healthRoutes({ readiness: deps.readiness }));
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
 
   const v1 = express.Router();
   v1.use(loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => logger.warn('request shed: too many in flight')));
@@ -42,6 +48,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
   v1.use(accountRoutes());
   v1.use(chargeRoutes({ db, idempotency: services.idempotency, createCharge: services.createCharge }));
+  v1.use(refundRoutes({ db, idempotency: services.idempotency, createRefund: services.createRefund }));
   app.use('/v1', v1);
 
   app.use(notFoundHandler());

@@ -62,7 +62,10 @@ export const configSchema = z.object({
     'How long a request holds its key before others may resume it.',
   ),
   IDEMPOTENCY_KEY_TTL_SECONDS: int(86400, 60, 2592000).describe('How long a key is kept (24 h).'),
-  WORKER_ENABLED: flag(true).describe('Run the job worker inside this process (npm start).'),
+  WORKER_ENABLED: flag(true).describe('Run the job worker in the all and worker roles.'),
+  MIGRATE_ON_START: flag(true).describe(
+    'Apply pending migrations at start. Set false where `npm run migrate` is a deploy step of its own.',
+  ),
   SETTLE_MAX_ATTEMPTS: int(12, 1, 1000).describe('Settle attempts before a pending charge is dead-lettered.'),
   SETTLE_RETRY_DELAY_SECONDS: int(2, 1, 86400).describe(
     'First delay between settle attempts (doubles, jittered).',

@@ -1,93 +1,86 @@
-// Composition root: reads config, builds every dependency, owns ports, signals and shutdown.
-// `tsx src/main.ts [all|api]`; `all` (npm start) is the first-try mode with everything in one process.
+// Composition root of the process: reads config, owns the database, ports, signals and shutdown.
+// `tsx src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
 import type { Server } from 'node:http';
 import { countAccounts } from './accounts/accounts.repository.ts';
 import { createAccount } from './accounts/accounts.service.ts';
-import { createApp } from './app.ts';
+import { compose } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { createDb, createPool, migrateToLatest } from './db/database.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
-import { createReadiness } from './health/health.service.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { createProcessorClient } from './processor/processor.client.ts';
-import { createServices } from './services.ts';
 import { startSimulator } from './simulator/simulator.ts';
 
-type Role = 'all' | 'api';
-const ROLES: Role[] = ['all', 'api'];
-
-type Closer = () => Promise<unknown>;
+const ROLES = ['all', 'api', 'worker'] as const;
+type Role = (typeof ROLES)[number];
 
 async function main(role: Role, config: Config, logger: Logger): Promise<void> {
-  const closers: Closer[] = [];
+  // Closed in reverse order of opening.
+  const closers: (() => Promise<unknown>)[] = [];
   let shuttingDown = false;
 
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
-    const embedded = await startEmbeddedPostgres({
-      dir: config.EMBEDDED_PG_DIR,
-      port: config.EMBEDDED_PG_PORT,
-    });
+    const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
     closers.push(() => embedded.stop());
     databaseUrl = embedded.url;
     logger.info({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }, 'embedded postgres running');
   }
-
   const pool = createPool(databaseUrl, config, logger);
-  const db = createDb(pool);
-  closers.unshift(() => db.destroy());
-  const applied = await migrateToLatest(db);
-  if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
+  closers.push(() => pool.end());
 
-  const readiness = createReadiness({
-    db,
-    timeoutMs: config.READINESS_TIMEOUT_MS,
-    isShuttingDown: () => shuttingDown,
-  });
+  if (config.MIGRATE_ON_START) {
+    const applied = await migrateToLatest(createDb(pool));
+    if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
+  }
+
   if (role === 'all') {
     // First-try mode: the processor simulator runs in this process too.
     const simulator = await startSimulator(config.PROCESSOR_PORT);
     closers.push(() => simulator.close());
     logger.info({ url: simulator.url }, 'processor simulator listening');
   }
-  const processor = createProcessorClient(config, logger);
-  closers.unshift(async () => processor.shutdown());
-  const services = createServices({ config, db, logger, processor });
 
-  const app = createApp({ config, db, logger, readiness, services });
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(config.PORT, config.HOST, () => resolve(s));
+  const service = await compose({
+    config,
+    pool,
+    logger,
+    supervise: role !== 'api',
+    isShuttingDown: () => shuttingDown,
   });
-  // Sockets idle past this are closed; a request still has its own deadline inside.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.PORT;
-  const baseUrl = `http://${config.HOST}:${port}`;
-  logger.info({ role, url: baseUrl }, 'api listening');
+  closers.push(() => service.close());
 
-  if (role === 'all' && (await countAccounts(db)) === 0) {
-    const { account, apiKey } = await createAccount(db, 'Demo account');
-    process.stdout.write(
-      [
-        '',
-        `Demo account ${account.id} created. Its test API key (shown once; only its hash is stored):`,
-        `  ${apiKey}`,
-        'Try it:',
-        `  curl -s ${baseUrl}/v1/account -H "Authorization: Bearer ${apiKey}"`,
-        '',
-      ].join('\n'),
-    );
+  if (role !== 'api' && config.WORKER_ENABLED) {
+    const worker = service.worker();
+    await worker.start();
+    closers.push(() => worker.stop());
+  }
+
+  let server: Server | undefined;
+  if (role !== 'worker') {
+    const app = service.app();
+    server = await new Promise<Server>((resolve) => {
+      const s = app.listen(config.PORT, config.HOST, () => resolve(s));
+    });
+    // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
+    server.headersTimeout = 10_000;
+    server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
+    const address = server.address();
+    const baseUrl = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.PORT}`;
+    logger.info({ role, url: baseUrl }, 'api listening');
+    if (role === 'all') await greetOnFirstStart(service.db, baseUrl);
   }
 
   const shutdown = async (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ signal }, 'shutting down: readiness fails, in-flight requests finish');
-    const grace = setTimeout(() => server.closeAllConnections(), config.SHUTDOWN_GRACE_MS);
-    await new Promise((resolve) => server.close(resolve));
-    clearTimeout(grace);
-    for (const close of closers) {
+    if (server) {
+      const s = server;
+      const grace = setTimeout(() => s.closeAllConnections(), config.SHUTDOWN_GRACE_MS);
+      await new Promise((resolve) => s.close(resolve));
+      clearTimeout(grace);
+    }
+    for (const close of closers.reverse()) {
       await close().catch((err) => logger.warn({ err }, 'error while closing'));
     }
     logger.info('stopped');
@@ -95,6 +88,23 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** On the very first start, a demo account and its key, so a new user can paste a curl line. */
+async function greetOnFirstStart(db: ReturnType<typeof createDb>, baseUrl: string): Promise<void> {
+  if ((await countAccounts(db)) > 0) return;
+  const { account, apiKey } = await createAccount(db, 'Demo account');
+  process.stdout.write(
+    [
+      '',
+      `Demo account ${account.id} created. Its test API key (shown once; only its hash is stored):`,
+      `  ${apiKey}`,
+      'Try it:',
+      `  curl -s ${baseUrl}/v1/charges -H "Authorization: Bearer ${apiKey}" -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\`,
+      `    -H "Content-Type: application/json" -d '{"amount": 1000, "currency": "usd", "source": "tok_visa"}'`,
+      '',
+    ].join('\n'),
+  );
 }
 
 const role = (process.argv[2] ?? 'all') as Role;

@@ -6,14 +6,18 @@ import type { IdempotentOperation, StoredResponse } from '../idempotency/idempot
 import { newId } from '../ids.ts';
 import type { ProcessorClient, ProcessorOutcome } from '../processor/processor.client.ts';
 import { currentRequestId } from '../request-context.ts';
+import type { Answer, Settler } from '../jobs/settle.ts';
+import type { JobQueue } from '../jobs/queue.ts';
 import {
   type ChargeRow,
   type ChargeSettlement,
   findCharge,
+  findChargeById,
   findChargeByKeyId,
   insertPendingCharge,
   listCharges,
   lockChargeByKeyId,
+  PROCESSOR_UNAVAILABLE,
   settleCharge,
 } from './charges.repository.ts';
 import { type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
@@ -38,21 +42,24 @@ export function presentCharge(charge: ChargeRow) {
 
 const chargeLocation = (charge: ChargeRow) => `/v1/charges/${charge.id}`;
 
-/** What the processor's answer means for a pending charge; undefined while it has no answer. */
-export function settlementOf(outcome: ProcessorOutcome): ChargeSettlement | undefined {
-  switch (outcome.kind) {
-    case 'approved':
-      return { status: 'succeeded', processor_reference: outcome.reference };
-    case 'declined':
-      return {
+/** What the processor's answer means for a pending charge. */
+function settlementOf(answer: Answer): ChargeSettlement {
+  return answer.kind === 'approved'
+    ? { status: 'succeeded', processor_reference: answer.reference }
+    : {
         status: 'failed',
-        processor_reference: outcome.reference,
-        failure_code: outcome.code,
-        failure_message: outcome.message,
+        processor_reference: answer.reference,
+        failure_code: answer.code,
+        failure_message: answer.message,
       };
-    case 'unavailable':
-      return undefined;
-  }
+}
+
+function callProcessorFor(processor: ProcessorClient, charge: ChargeRow, deadline: number): Promise<ProcessorOutcome> {
+  return processor.charge(
+    { amount: charge.amount, currency: charge.currency, source: charge.source, description: charge.description },
+    charge.processor_idempotency_key,
+    deadline,
+  );
 }
 
 /** The answer a charge's current state deserves: 201 succeeded, 402 declined, 202 pending. */
@@ -75,7 +82,13 @@ export function chargeResponse(charge: ChargeRow): StoredResponse {
   };
 }
 
-export function createChargeOperation(deps: { db: Db; processor: ProcessorClient }): IdempotentOperation<CreateChargeParams> {
+export interface ChargeDeps {
+  db: Db;
+  processor: ProcessorClient;
+  queue: JobQueue;
+}
+
+export function createChargeOperation(deps: ChargeDeps): IdempotentOperation<CreateChargeParams> {
   return {
     parse: (body) => parseWith(createChargeSchema, body),
 
@@ -97,18 +110,41 @@ export function createChargeOperation(deps: { db: Db; processor: ProcessorClient
     async callProcessor(key, deadline) {
       const charge = await findChargeByKeyId(deps.db, key.id);
       if (!charge) throw new Error(`no charge for idempotency key ${key.id}`);
-      return deps.processor.charge(
-        { amount: charge.amount, currency: charge.currency, source: charge.source, description: charge.description },
-        charge.processor_idempotency_key,
-        deadline,
-      );
+      return callProcessorFor(deps.processor, charge, deadline);
     },
 
     async recordOutcome(trx, key, outcome) {
       const charge = await lockChargeByKeyId(trx, key.id);
       if (!charge) throw new Error(`no charge for idempotency key ${key.id}`);
-      const settlement = settlementOf(outcome);
-      return chargeResponse(settlement ? await settleCharge(trx, charge.id, settlement) : charge);
+      if (outcome.kind !== 'unavailable') return chargeResponse(await settleCharge(trx, charge.id, settlementOf(outcome)));
+      // No answer: the charge stays pending and a settle job takes over, committed with the 202 or not at all.
+      await deps.queue.enqueueSettle(trx, { kind: 'charge', id: charge.id });
+      return chargeResponse(charge);
+    },
+  };
+}
+
+export function createChargeSettler(deps: ChargeDeps): Settler {
+  return {
+    async prepare(id) {
+      const charge = await findChargeById(deps.db, id);
+      return (
+        charge?.status === 'pending' || (charge?.status === 'failed' && charge.failure_code === PROCESSOR_UNAVAILABLE)
+      );
+    },
+    async call(id, deadline) {
+      return callProcessorFor(deps.processor, (await findChargeById(deps.db, id))!, deadline);
+    },
+    async apply(trx, id, answer) {
+      await settleCharge(trx, id, settlementOf(answer));
+    },
+    async giveUp(trx, id) {
+      await settleCharge(trx, id, {
+        status: 'failed',
+        processor_reference: null,
+        failure_code: PROCESSOR_UNAVAILABLE,
+        failure_message: 'The processor could not be reached within the settle window.',
+      });
     },
   };
 }

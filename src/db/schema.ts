@@ -63,9 +63,30 @@ export interface ChargesTable {
   updated_at: Generated<Date>;
 }
 
+export type RefundStatus = 'pending' | 'succeeded' | 'failed';
+export type RefundReason = 'duplicate' | 'fraudulent' | 'requested_by_customer';
+
+export interface RefundsTable {
+  id: string;
+  account_id: string;
+  charge_id: string;
+  idempotency_key_id: string | null;
+  amount: number;
+  currency: string;
+  reason: RefundReason | null;
+  status: RefundStatus;
+  failure_code: string | null;
+  failure_message: string | null;
+  processor_idempotency_key: string;
+  processor_reference: string | null;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
   idempotency_keys: IdempotencyKeysTable;
   charges: ChargesTable;
+  refunds: RefundsTable;
 }

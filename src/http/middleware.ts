@@ -5,6 +5,7 @@ import { API_KEY_PATTERN, authenticate } from '../accounts/accounts.service.ts';
 import type { Db } from '../db/database.ts';
 import { OverloadedError, ProblemError, UnauthenticatedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
 import { requestContext } from '../request-context.ts';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -22,20 +23,28 @@ export function requestIdAndContext(requestTimeoutMs: number): RequestHandler {
   };
 }
 
-/** One log line per request, written when the response is finished or the client went away. */
-export function requestLog(logger: Logger): RequestHandler {
+const PAYMENT_ROUTES: Record<string, string> = { '/v1/charges': 'charge', '/v1/refunds': 'refund' };
+
+/** One log line and one set of metrics per request, when the response is finished or the client went away. */
+export function requestLog(logger: Logger, metrics: Metrics): RequestHandler {
   return (req, res, next) => {
     let logged = false;
     const done = () => {
       if (logged) return;
       logged = true;
       const status = res.writableFinished ? res.statusCode : 499;
+      const route = req.route ? `${req.baseUrl}${req.route.path}` : 'unmatched';
+      const seconds = (performance.now() - res.locals.startedAt) / 1000;
+      metrics.httpDuration.observe({ method: req.method, route, status }, seconds);
+      if (res.locals.idempotency) metrics.idempotencyOutcomes.inc({ outcome: res.locals.idempotency });
+      const kind = PAYMENT_ROUTES[route];
+      if (kind && req.method === 'POST' && [201, 202, 402].includes(status)) metrics.paymentOutcomes.inc({ kind, status });
       const line = {
         request_id: res.locals.requestId,
         method: req.method,
-        route: req.route ? `${req.baseUrl}${req.route.path}` : req.originalUrl.split('?')[0],
+        route: req.route ? route : req.originalUrl.split('?')[0],
         status,
-        duration_ms: Math.round((performance.now() - res.locals.startedAt) * 10) / 10,
+        duration_ms: Math.round(seconds * 10000) / 10,
         account_id: res.locals.account?.id,
         idempotency: res.locals.idempotency,
       };

@@ -128,3 +128,41 @@ export async function finishKey(
     .where('id', '=', id)
     .execute();
 }
+
+/**
+ * Takes the lease of up to `limit` requests that stopped before finishing (their process died, or they
+ * failed and released the lease) and whose last run began more than a lease ago. SKIP LOCKED lets
+ * several completers share the work; the lease keeps a client's retry from running beside them.
+ */
+export async function leaseAbandonedKeys(db: DbOrTrx, leaseSeconds: number, limit: number): Promise<KeyRow[]> {
+  const abandoned = db
+    .selectFrom('idempotency_keys')
+    .select('id')
+    .where('recovery_point', '<>', 'finished')
+    .where('expires_at', '>', sql<Date>`now()`)
+    .where(sql<boolean>`coalesce(locked_at, last_run_at) <= now() - make_interval(secs => ${leaseSeconds})`)
+    .orderBy('last_run_at')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked();
+  return db
+    .updateTable('idempotency_keys')
+    .set({ locked_at: sql<Date>`now()`, last_run_at: sql<Date>`now()` })
+    .where('id', 'in', abandoned)
+    .returning(KEY_COLUMNS)
+    .execute();
+}
+
+/** Deletes up to `limit` expired keys in one short statement; returns how many. */
+export async function deleteExpiredKeys(db: DbOrTrx, limit: number): Promise<number> {
+  const expired = db
+    .selectFrom('idempotency_keys')
+    .select('id')
+    .where('expires_at', '<=', sql<Date>`now()`)
+    .orderBy('expires_at')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked();
+  const result = await db.deleteFrom('idempotency_keys').where('id', 'in', expired).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}

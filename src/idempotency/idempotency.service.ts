@@ -10,11 +10,13 @@ import type { Logger } from '../logger.ts';
 import type { ProcessorOutcome } from '../processor/processor.client.ts';
 import { currentRequestId } from '../request-context.ts';
 import {
+  deleteExpiredKeys,
   deleteKey,
   finishKey,
   insertKeyIfAbsent,
   type KeyRow,
   lockKeyById,
+  leaseAbandonedKeys,
   lockKeyByAccountKey,
   releaseLease,
   takeLease,
@@ -163,7 +165,48 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     }
   }
 
-  return { execute, drive };
+  /**
+   * The completer: drives requests abandoned mid-way (a crash, a lost database) to their end from their
+   * recovery point, exactly as a client's retry with the same key would. Returns how many it finished.
+   */
+  async function completeAbandoned(
+    operations: Record<string, IdempotentOperation<unknown>>,
+    options: { limit: number; deadline: () => number },
+  ): Promise<number> {
+    const keys = await leaseAbandonedKeys(db, settings.leaseSeconds, options.limit);
+    let finished = 0;
+    for (const key of keys) {
+      const op = operations[`${key.request_method} ${key.request_path}`];
+      if (!op) {
+        logger.error({ key_id: key.id, path: key.request_path }, 'completer: no operation for abandoned request');
+        continue;
+      }
+      try {
+        const response = await drive(op, key, options.deadline());
+        finished += 1;
+        logger.info(
+          { key_id: key.id, account_id: key.account_id, path: key.request_path, status: response.status },
+          'completer finished an abandoned request',
+        );
+      } catch (err) {
+        logger.warn({ err, key_id: key.id }, 'completer could not finish an abandoned request; will try again');
+      }
+    }
+    return finished;
+  }
+
+  /** The reaper: removes expired keys in short batches, so it never holds many locks for long. */
+  async function reapExpired(options: { batchSize: number; maxBatches: number }): Promise<number> {
+    let total = 0;
+    for (let batch = 0; batch < options.maxBatches; batch += 1) {
+      const deleted = await deleteExpiredKeys(db, options.batchSize);
+      total += deleted;
+      if (deleted < options.batchSize) break;
+    }
+    return total;
+  }
+
+  return { execute, drive, completeAbandoned, reapExpired };
 }
 
 export type Idempotency = ReturnType<typeof createIdempotency>;

@@ -91,7 +91,14 @@ export interface ProcessorClient {
   shutdown(): void;
 }
 
-export function createProcessorClient(settings: ProcessorSettings, logger: Logger): ProcessorClient {
+/** Told about every logical call (all its attempts): for metrics. */
+export type CallObserver = (operation: string, outcome: string, seconds: number) => void;
+
+export function createProcessorClient(
+  settings: ProcessorSettings,
+  logger: Logger,
+  observe: CallObserver = () => undefined,
+): ProcessorClient {
   const attempt: Attempt = async (path, body, key, timeoutMs) => {
     const requestId = currentRequestId();
     const response = await fetch(new URL(path, settings.PROCESSOR_URL), {
@@ -144,6 +151,14 @@ export function createProcessorClient(settings: ProcessorSettings, logger: Logge
   breaker.on('close', () => moveTo('closed'));
 
   async function call(path: string, body: unknown, key: string, deadline: number): Promise<ProcessorOutcome> {
+    const started = performance.now();
+    const outcome = await callWithRetries(path, body, key, deadline);
+    const label = outcome.kind === 'unavailable' ? `unavailable_${outcome.reason}` : outcome.kind;
+    observe(path.slice(1), label, (performance.now() - started) / 1000);
+    return outcome;
+  }
+
+  async function callWithRetries(path: string, body: unknown, key: string, deadline: number): Promise<ProcessorOutcome> {
     let last: ProcessorOutcome = { kind: 'unavailable', reason: 'deadline', detail: 'no time left to call' };
     for (let n = 1; n <= settings.PROCESSOR_MAX_ATTEMPTS; n += 1) {
       const left = deadline - Date.now();

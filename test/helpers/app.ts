@@ -1,12 +1,9 @@
-// Builds the app as main.ts does, on a test database, with a logger the test can read.
+// Builds the service as main.ts does (compose), on a test database, with a logger the test can read.
 import { Writable } from 'node:stream';
-import { createApp } from '../../src/app.ts';
+import type pg from 'pg';
+import { compose } from '../../src/compose.ts';
 import { loadConfig } from '../../src/config.ts';
-import type { Db } from '../../src/db/database.ts';
-import { createReadiness } from '../../src/health/health.service.ts';
 import { createLogger } from '../../src/logger.ts';
-import { createProcessorClient } from '../../src/processor/processor.client.ts';
-import { createServices } from '../../src/services.ts';
 
 export class LogCapture extends Writable {
   readonly lines: Record<string, unknown>[] = [];
@@ -17,15 +14,12 @@ export class LogCapture extends Writable {
 }
 
 /** `env` is what the process environment would hold; unset variables take their defaults. */
-export function buildApp(db: Db, env: Record<string, string> = {}) {
+export async function buildApp(database: { pool: pg.Pool }, env: Record<string, string> = {}) {
   const config = loadConfig(env);
   const logs = new LogCapture();
   const logger = createLogger('debug', logs);
-  const readiness = createReadiness({ db, timeoutMs: config.READINESS_TIMEOUT_MS, isShuttingDown: () => false });
-  const processor = createProcessorClient(config, logger);
-  const services = createServices({ config, db, logger, processor });
-  const app = createApp({ config, db, logger, readiness, services });
-  return { app, logs, config, logger, services, processor, close: () => processor.shutdown() };
+  const service = await compose({ config, pool: database.pool, logger, supervise: true });
+  return { ...service, app: service.app(), service, logs, config, logger };
 }
 
-export type BuiltApp = ReturnType<typeof buildApp>;
+export type BuiltApp = Awaited<ReturnType<typeof buildApp>>;

@@ -19,7 +19,7 @@ export interface TestContext extends BuiltApp {
 export async function createTestContext(env: Record<string, string> = {}): Promise<TestContext> {
   const t = await createTestDatabase();
   const simulator = await startSimulator();
-  const built = buildApp(t.db, { PROCESSOR_URL: simulator.url, ...env });
+  const built = await buildApp(t, { PROCESSOR_URL: simulator.url, ...env });
   return {
     ...built,
     t,
@@ -33,7 +33,7 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
     },
     account: () => makeAccount(t.db),
     async destroy() {
-      built.close();
+      await built.close();
       await simulator.close();
       await t.destroy();
     },

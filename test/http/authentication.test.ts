@@ -1,18 +1,23 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../../src/accounts/accounts.service.ts';
-import { buildApp } from '../helpers/app.ts';
+import { type BuiltApp, buildApp } from '../helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
 
 let t: TestDatabase;
-let app: ReturnType<typeof buildApp>['app'];
+let built: BuiltApp;
+let app: BuiltApp['app'];
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  app = buildApp(t.db).app;
+  built = await buildApp(t);
+  app = built.app;
 });
-afterAll(() => t.destroy());
+afterAll(async () => {
+  await built.close();
+  await t.destroy();
+});
 
 function expectUnauthenticated(res: request.Response) {
   expect(res.status).toBe(401);

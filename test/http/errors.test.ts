@@ -1,20 +1,25 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../helpers/app.ts';
+import { type BuiltApp, buildApp } from '../helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
 let t: TestDatabase;
-let app: ReturnType<typeof buildApp>['app'];
+let built: BuiltApp;
+let app: BuiltApp['app'];
 let auth: Record<string, string>;
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  app = buildApp(t.db).app;
+  built = await buildApp(t);
+  app = built.app;
   auth = (await makeAccount(t.db)).auth;
 });
-afterAll(() => t.destroy());
+afterAll(async () => {
+  await built.close();
+  await t.destroy();
+});
 
 describe('problem+json for every error', () => {
   it('answers 404 problem+json for an unknown route', async () => {

@@ -2,18 +2,21 @@ import express from 'express';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requestIdAndContext } from '../../src/http/middleware.ts';
-import { buildApp } from '../helpers/app.ts';
+import { type BuiltApp, buildApp } from '../helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
 
 let t: TestDatabase;
-let built: ReturnType<typeof buildApp>;
+let built: BuiltApp;
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  built = buildApp(t.db);
+  built = await buildApp(t);
 });
-afterAll(() => t.destroy());
+afterAll(async () => {
+  await built.close();
+  await t.destroy();
+});
 
 describe('X-Request-Id', () => {
   it('echoes a well-formed id the client sent', async () => {

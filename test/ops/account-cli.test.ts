@@ -1,14 +1,19 @@
 import { spawnSync } from 'node:child_process';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../helpers/app.ts';
+import { type BuiltApp, buildApp } from '../helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 
 let t: TestDatabase;
+let built: BuiltApp;
 beforeAll(async () => {
   t = await createTestDatabase();
+  built = await buildApp(t);
 });
-afterAll(() => t.destroy());
+afterAll(async () => {
+  await built.close();
+  await t.destroy();
+});
 
 const run = (args: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/account-create.ts', ...args], {
@@ -23,7 +28,7 @@ describe('npm run account:create', () => {
     expect(out.status).toBe(0);
     const key = /sk_test_[A-Za-z0-9_-]+/.exec(out.stdout)?.[0];
     expect(key).toBeDefined();
-    const res = await request(buildApp(t.db).app).get('/v1/account').set('Authorization', `Bearer ${key}`);
+    const res = await request(built.app).get('/v1/account').set('Authorization', `Bearer ${key}`);
     expect(res.status).toBe(200);
     expect(res.body.name).toBe('Cli Co');
   });

@@ -2,6 +2,8 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
+import type pg from 'pg';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, createPool, type Db, migrateToLatest } from '../../src/db/database.ts';
@@ -14,6 +16,7 @@ import { freePort } from '../helpers/ports.ts';
 
 let dir: string;
 let server: EmbeddedServer;
+let pool: pg.Pool;
 let db: Db;
 
 beforeAll(async () => {
@@ -26,7 +29,8 @@ beforeAll(async () => {
     DB_STATEMENT_TIMEOUT_MS: 1000,
     DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: 1000,
   };
-  db = createDb(createPool(server.url, settings, createLogger('silent')));
+  pool = createPool(server.url, settings, createLogger('silent'));
+  db = createDb(pool);
   await migrateToLatest(db);
 });
 afterAll(async () => {
@@ -37,7 +41,8 @@ afterAll(async () => {
 
 describe('GET /readyz and /livez', () => {
   it('follows the database down and back up without a restart', async () => {
-    const { app } = buildApp(db, { READINESS_TIMEOUT_MS: '800' });
+    const built = await buildApp({ pool }, { READINESS_TIMEOUT_MS: '800' });
+    const { app } = built;
     const { auth } = await makeAccount(db);
 
     expect((await request(app).get('/readyz')).status).toBe(200);
@@ -59,16 +64,20 @@ describe('GET /readyz and /livez', () => {
     expect(up.status).toBe(200);
     expect(up.body.checks).toEqual({ database: { status: 'pass' }, migrations: { status: 'pass' } });
     expect((await request(app).get('/v1/account').set(auth)).status).toBe(200);
+    await built.close();
   });
 
-  it('is not ready while the schema is not migrated', async () => {
-    const empty = await createTestDatabase({ migrate: false });
+  it('is not ready while a migration is pending, and names it', async () => {
+    const t = await createTestDatabase();
+    const built = await buildApp(t);
     try {
-      const res = await request(buildApp(empty.db).app).get('/readyz');
+      await sql`delete from kysely_migration where name = '0004_refunds'`.execute(t.db);
+      const res = await request(built.app).get('/readyz');
       expect(res.status).toBe(503);
-      expect(res.body.checks.database.detail).toBe('schema not migrated');
+      expect(res.body.checks.migrations).toEqual({ status: 'fail', detail: 'pending migrations: 0004_refunds' });
     } finally {
-      await empty.destroy();
+      await built.close();
+      await t.destroy();
     }
   });
 });

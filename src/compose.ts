@@ -1,0 +1,67 @@
+// Builds every dependency of the service from its configuration and a pool. main.ts owns the process
+// (ports, signals, shutdown); tests call this too, so they run what production runs.
+import type pg from 'pg';
+import { createApp } from './app.ts';
+import type { Config } from './config.ts';
+import { createDb } from './db/database.ts';
+import { createReadiness } from './health/health.service.ts';
+import { createBoss, createJobQueue, SETTLE_DEAD_QUEUE, SETTLE_QUEUE } from './jobs/queue.ts';
+import type { Logger } from './logger.ts';
+import { createMetrics } from './metrics.ts';
+import { createProcessorClient } from './processor/processor.client.ts';
+import { createServices } from './services.ts';
+import { createWorker } from './worker.ts';
+
+export async function compose(options: {
+  config: Config;
+  pool: pg.Pool;
+  logger: Logger;
+  /** Whether this process runs pg-boss's supervision (workers do; an api-only process need not). */
+  supervise: boolean;
+  isShuttingDown?: () => boolean;
+}) {
+  const { config, pool, logger } = options;
+  const db = createDb(pool);
+  const metrics = createMetrics();
+  metrics.watchPool(pool);
+
+  const boss = createBoss(pool, { supervise: options.supervise });
+  boss.on('error', (err) => logger.error({ err }, 'job queue error'));
+  await boss.start();
+  const queuedCount = async (name: string) => (await boss.getQueueStats(name))[0]?.queuedCount ?? 0;
+  metrics.watchQueue(async () => ({
+    backlog: await queuedCount(SETTLE_QUEUE),
+    dead: await queuedCount(SETTLE_DEAD_QUEUE),
+  }));
+  const queue = createJobQueue(boss, config);
+
+  const processor = createProcessorClient(config, logger, (operation, outcome, seconds) =>
+    metrics.processorCalls.observe({ operation, outcome }, seconds),
+  );
+  processor.onBreakerStateChange((state) => metrics.setBreakerState(state));
+
+  const services = createServices({ config, db, logger, processor, queue });
+  const readiness = createReadiness({
+    db,
+    timeoutMs: config.READINESS_TIMEOUT_MS,
+    isShuttingDown: options.isShuttingDown ?? (() => false),
+  });
+
+  return {
+    db,
+    boss,
+    metrics,
+    processor,
+    services,
+    readiness,
+    app: () => createApp({ config, db, logger, readiness, services, metrics }),
+    worker: () => createWorker({ config, db, boss, services, logger, metrics }),
+    /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
+    async close() {
+      processor.shutdown();
+      await boss.stop({ graceful: false, close: false });
+    },
+  };
+}
+
+export type Composition = Awaited<ReturnType<typeof compose>>;

@@ -1,0 +1,109 @@
+// Prometheus metrics. One registry per process, passed in; nothing registers globally.
+import type pg from 'pg';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { BreakerState } from './processor/processor.client.ts';
+
+const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry }); // includes event-loop lag and heap
+
+  const metrics = {
+    registry,
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP request duration by route and status.',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    idempotencyOutcomes: new Counter({
+      name: 'idempotency_outcomes_total',
+      help: 'Idempotent requests by outcome: new, replayed, in_use, reused, resumed.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    paymentOutcomes: new Counter({
+      name: 'payment_outcomes_total',
+      help: 'Charges and refunds answered, by kind and HTTP status (201 succeeded, 402 declined, 202 pending).',
+      labelNames: ['kind', 'status'] as const,
+      registers: [registry],
+    }),
+    processorCalls: new Histogram({
+      name: 'processor_call_duration_seconds',
+      help: 'Processor calls (all attempts together) by operation and outcome.',
+      labelNames: ['operation', 'outcome'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: 'processor_circuit_state',
+      help: 'Processor circuit breaker state: 0 closed, 1 half-open, 2 open.',
+      registers: [registry],
+    }),
+    settleOutcomes: new Counter({
+      name: 'settle_jobs_total',
+      help: 'Settle job runs by kind and result (settled, already_final, retry, dead_lettered).',
+      labelNames: ['kind', 'result'] as const,
+      registers: [registry],
+    }),
+    deadLetters: new Counter({
+      name: 'settle_dead_letters_total',
+      help: 'Charges and refunds given up on after the settle attempts or window ran out.',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    loadShed: new Counter({
+      name: 'http_requests_shed_total',
+      help: 'Requests answered 503 overloaded without being served.',
+      registers: [registry],
+    }),
+    setBreakerState(state: BreakerState) {
+      metrics.breakerState.set(BREAKER_STATE_VALUE[state]);
+    },
+    /** Pool gauges, read when scraped. */
+    watchPool(pool: pg.Pool) {
+      const gauge = (name: string, help: string, read: () => number) =>
+        new Gauge({
+          name,
+          help,
+          registers: [registry],
+          collect() {
+            this.set(read());
+          },
+        });
+      gauge('db_pool_connections_total', 'Connections open in the pool.', () => pool.totalCount);
+      gauge('db_pool_connections_idle', 'Idle connections in the pool.', () => pool.idleCount);
+      gauge('db_pool_waiting', 'Callers waiting for a pool connection.', () => pool.waitingCount);
+    },
+    /** Queue gauges, read when scraped (one short query). */
+    watchQueue(read: () => Promise<{ backlog: number; dead: number }>) {
+      let last = { backlog: 0, dead: 0 };
+      const refresh = async () => {
+        last = await read().catch(() => last);
+      };
+      new Gauge({
+        name: 'settle_queue_backlog',
+        help: 'Settle jobs waiting (ready or deferred for retry).',
+        registers: [registry],
+        async collect() {
+          await refresh();
+          this.set(last.backlog);
+        },
+      });
+      new Gauge({
+        name: 'settle_dead_letter_queue_size',
+        help: 'Settle jobs in the dead-letter queue, waiting for an operator.',
+        registers: [registry],
+        collect() {
+          this.set(last.dead);
+        },
+      });
+    },
+  };
+  metrics.breakerState.set(0);
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -36,6 +36,9 @@ export function createWorker(deps: WorkerDeps) {
     const result = await settle({ db, queue: services.queue, logger }, services.settlers[job.data.kind], job.data, {
       lastAttempt,
       deadline: Date.now() + config.REQUEST_TIMEOUT_MS,
+    }).catch((err) => {
+      logger.error({ err, job_id: job.id, ...job.data }, 'settle job failed unexpectedly; pg-boss will retry it');
+      throw err;
     });
     metrics?.settleOutcomes.inc({ kind: job.data.kind, result });
     if (result === 'dead_lettered') metrics?.deadLetters.inc({ kind: job.data.kind });

@@ -68,7 +68,7 @@ export async function findCharge(db: DbOrTrx, accountId: string, id: string): Pr
 }
 
 export type ChargeSettlement =
-  | { status: 'succeeded'; processor_reference: string }
+  | { status: 'succeeded'; processor_reference: string; failure_code: null; failure_message: null }
   | { status: 'failed'; processor_reference: string | null; failure_code: string; failure_message: string };
 
 export const PROCESSOR_UNAVAILABLE = 'processor_unavailable';

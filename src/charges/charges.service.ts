@@ -45,7 +45,7 @@ const chargeLocation = (charge: ChargeRow) => `/v1/charges/${charge.id}`;
 /** What the processor's answer means for a pending charge. */
 function settlementOf(answer: Answer): ChargeSettlement {
   return answer.kind === 'approved'
-    ? { status: 'succeeded', processor_reference: answer.reference }
+    ? { status: 'succeeded', processor_reference: answer.reference, failure_code: null, failure_message: null }
     : {
         status: 'failed',
         processor_reference: answer.reference,

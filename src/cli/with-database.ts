@@ -1,11 +1,14 @@
 // Runs one command-line task against the configured database (the embedded one when DATABASE_URL is unset).
-import { ConfigError, loadConfig } from '../config.ts';
+import type pg from 'pg';
+import { type Config, ConfigError, loadConfig } from '../config.ts';
 import { createDb, createPool, type Db, migrateToLatest } from '../db/database.ts';
 import { startEmbeddedPostgres } from '../db/embedded.ts';
 import { createLogger } from '../logger.ts';
 
-export async function withDatabase(task: (db: Db) => Promise<void>): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+export async function withDatabase(
+  task: (db: Db, context: { pool: pg.Pool; config: Config }) => Promise<void>,
+): Promise<void> {
+  let config: Config;
   try {
     config = loadConfig();
   } catch (err) {
@@ -19,10 +22,11 @@ export async function withDatabase(task: (db: Db) => Promise<void>): Promise<voi
   const embedded = config.DATABASE_URL
     ? undefined
     : await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
-  const db = createDb(createPool(config.DATABASE_URL ?? embedded!.url, config, logger));
+  const pool = createPool(config.DATABASE_URL ?? embedded!.url, config, logger);
+  const db = createDb(pool);
   try {
     await migrateToLatest(db);
-    await task(db);
+    await task(db, { pool, config });
   } finally {
     await db.destroy();
     await embedded?.stop();

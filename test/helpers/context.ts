@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import type { Chaos, LedgerEntry } from '../../src/simulator/simulator.ts';
 import { type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
+import type { Worker } from '../../src/worker.ts';
 import { type BuiltApp, buildApp } from './app.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { makeAccount } from './factories.ts';
@@ -13,6 +14,8 @@ export interface TestContext extends BuiltApp {
   setChaos(chaos: Partial<Chaos> & { mode: Chaos['mode'] }): Promise<void>;
   ledger(): Promise<{ entries: LedgerEntry[]; requests: { charges: number; refunds: number } }>;
   account(): ReturnType<typeof makeAccount>;
+  /** Starts this context's worker (settle jobs, completer, reaper); destroy() stops it. */
+  startWorker(): Promise<Worker>;
   destroy(): Promise<void>;
 }
 
@@ -20,6 +23,7 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
   const t = await createTestDatabase();
   const simulator = await startSimulator();
   const built = await buildApp(t, { PROCESSOR_URL: simulator.url, ...env });
+  const workers: Worker[] = [];
   return {
     ...built,
     t,
@@ -32,7 +36,14 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
       return (await request(simulator.url).get('/ledger')).body;
     },
     account: () => makeAccount(t.db),
+    async startWorker() {
+      const worker = built.service.worker();
+      await worker.start();
+      workers.push(worker);
+      return worker;
+    },
     async destroy() {
+      for (const worker of workers) await worker.stop();
       await built.close();
       await simulator.close();
       await t.destroy();
@@ -63,6 +74,11 @@ export function postCharge(
 
 export function ledgerFor(entries: LedgerEntry[], processorKeyPrefix: string) {
   return entries.filter((e) => e.idempotency_key.startsWith(processorKeyPrefix));
+}
+
+/** The charge as the API shows it now. */
+export async function readCharge(ctx: TestContext, auth: Record<string, string>, id: string) {
+  return (await request(ctx.app).get(`/v1/charges/${id}`).set(auth)).body;
 }
 
 export async function countRows(ctx: TestContext, accountId: string) {

@@ -1,0 +1,183 @@
+// The completer, the reaper, and several workers sharing one queue.
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compose } from '../../src/compose.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/logger.ts';
+import { requestFingerprint } from '../../src/idempotency/idempotency.schemas.ts';
+import type { Worker } from '../../src/worker.ts';
+import { LogCapture } from '../helpers/app.ts';
+import {
+  charge,
+  createTestContext,
+  ledgerFor,
+  newKey,
+  postCharge,
+  readCharge,
+  type TestContext,
+} from '../helpers/context.ts';
+
+/** What a process that died right after phase 1 leaves behind: a pending charge and a key whose lease ran out. */
+async function abandonedCharge(ctx: TestContext, accountId: string, key: string, body = charge()) {
+  return ctx.t.db.transaction().execute(async (trx) => {
+    const { id } = await trx
+      .insertInto('idempotency_keys')
+      .values({
+        account_id: accountId,
+        key,
+        request_method: 'POST',
+        request_path: '/v1/charges',
+        request_fingerprint: requestFingerprint('POST', '/v1/charges', body),
+        request_body: JSON.stringify(body),
+        recovery_point: 'intent_recorded',
+        locked_at: sql<Date>`now() - interval '1 hour'`,
+        last_run_at: sql<Date>`now() - interval '1 hour'`,
+        expires_at: sql<Date>`now() + interval '1 day'`,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const chargeId = `ch_abandoned_${id.slice(0, 8)}`;
+    await trx
+      .insertInto('charges')
+      .values({
+        id: chargeId,
+        account_id: accountId,
+        idempotency_key_id: id,
+        amount: 1000,
+        currency: 'usd',
+        source: 'tok_visa',
+        metadata: '{}',
+        status: 'pending',
+        processor_idempotency_key: `charge_${id}`,
+      })
+      .execute();
+    return { keyId: id, chargeId };
+  });
+}
+
+describe('the completer', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ COMPLETER_INTERVAL_SECONDS: '1', IDEMPOTENCY_LEASE_SECONDS: '2' });
+    await ctx.startWorker();
+  });
+  afterAll(() => ctx.destroy());
+
+  it('drives an abandoned request to its end with no client retry, and the client then gets the stored answer', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const { keyId, chargeId } = await abandonedCharge(ctx, account.id, key);
+    await expect
+      .poll(
+        async () =>
+          (await ctx.t.db.selectFrom('idempotency_keys').select('recovery_point').where('id', '=', keyId).executeTakeFirst())
+            ?.recovery_point,
+        { timeout: 15_000, interval: 200 },
+      )
+      .toBe('finished');
+    expect((await readCharge(ctx, auth, chargeId)).status).toBe('succeeded');
+    expect(ledgerFor((await ctx.ledger()).entries, `charge_${keyId}`)).toHaveLength(1);
+    expect(ctx.logs.lines.some((l) => l.msg === 'completer finished an abandoned request' && l.key_id === keyId)).toBe(
+      true,
+    );
+    const client = await postCharge(ctx, auth, key);
+    expect(client.status).toBe(201);
+    expect(client.headers['idempotent-replayed']).toBe('true');
+    expect(client.body.id).toBe(chargeId);
+  });
+
+  it('leaves alone a request whose lease is still held', async () => {
+    const { account } = await ctx.account();
+    const { keyId } = await abandonedCharge(ctx, account.id, newKey());
+    await ctx.t.db.updateTable('idempotency_keys').set({ locked_at: sql<Date>`now() + interval '1 hour'` }).where('id', '=', keyId).execute();
+    await new Promise((r) => setTimeout(r, 2500));
+    const row = await ctx.t.db.selectFrom('idempotency_keys').select('recovery_point').where('id', '=', keyId).executeTakeFirstOrThrow();
+    expect(row.recovery_point).toBe('intent_recorded');
+    expect(ledgerFor((await ctx.ledger()).entries, `charge_${keyId}`)).toHaveLength(0);
+  });
+});
+
+describe('the reaper', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ REAPER_INTERVAL_SECONDS: '1', REAPER_BATCH_SIZE: '2' });
+  });
+  afterAll(() => ctx.destroy());
+
+  it('deletes only expired keys, in batches, keeping their charges', async () => {
+    const { account, auth } = await ctx.account();
+    const keys = Array.from({ length: 7 }, () => newKey());
+    const charges = [];
+    for (const key of keys) charges.push((await postCharge(ctx, auth, key)).body.id as string);
+    const expired = keys.slice(0, 5);
+    await ctx.t.db
+      .updateTable('idempotency_keys')
+      .set({ expires_at: sql<Date>`now() - interval '1 minute'` })
+      .where('account_id', '=', account.id)
+      .where('key', 'in', expired)
+      .execute();
+
+    await ctx.startWorker();
+    const remaining = () =>
+      ctx.t.db.selectFrom('idempotency_keys').select('key').where('account_id', '=', account.id).execute();
+    await expect.poll(async () => (await remaining()).length, { timeout: 15_000, interval: 200 }).toBe(2);
+    expect((await remaining()).map((r) => r.key).sort()).toEqual(keys.slice(5).sort());
+    for (const id of charges) expect((await readCharge(ctx, auth, id)).status).toBe('succeeded');
+    const reaped = ctx.logs.lines.filter((l) => l.msg === 'reaper deleted expired idempotency keys');
+    expect(reaped.reduce((sum, l) => sum + Number(l.reaped), 0)).toBe(5);
+  });
+});
+
+describe('several workers at once', () => {
+  let ctx: TestContext;
+  const workers: Worker[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  const logs: LogCapture[] = [];
+  beforeAll(async () => {
+    ctx = await createTestContext({ PROCESSOR_MAX_ATTEMPTS: '1' });
+  });
+  afterAll(async () => {
+    for (const w of workers) await w.stop();
+    for (const c of closers) await c();
+    await ctx.destroy();
+  });
+
+  it('settles each job once', async () => {
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i += 1) {
+      const res = await postCharge(ctx, auth, newKey());
+      expect(res.status).toBe(202);
+      ids.push(res.body.id);
+    }
+    await ctx.setChaos({ mode: 'healthy' });
+    const before = (await ctx.ledger()).requests.charges;
+
+    const config = loadConfig({ PROCESSOR_URL: ctx.simulator.url, JOB_POLL_INTERVAL_SECONDS: '0.5' });
+    for (let i = 0; i < 3; i += 1) {
+      const capture = new LogCapture();
+      logs.push(capture);
+      const service = await compose({ config, pool: ctx.t.pool, logger: createLogger('info', capture), supervise: true });
+      closers.push(() => service.close());
+      const worker = service.worker();
+      workers.push(worker);
+    }
+    await Promise.all(workers.map((w) => w.start()));
+
+    await expect
+      .poll(async () => (await Promise.all(ids.map((id) => readCharge(ctx, auth, id)))).every((c) => c.status === 'succeeded'), {
+        timeout: 30_000,
+        interval: 250,
+      })
+      .toBe(true);
+    expect((await ctx.ledger()).requests.charges - before).toBe(ids.length);
+    const settledBy = logs.map((l) => l.lines.filter((x) => x.msg === 'settle job settled').map((x) => x.id));
+    expect(settledBy.flat().sort()).toEqual([...ids].sort());
+    const { entries } = await ctx.ledger();
+    for (const id of ids) {
+      const row = await ctx.t.db.selectFrom('charges').select('processor_idempotency_key').where('id', '=', id).executeTakeFirstOrThrow();
+      expect(ledgerFor(entries, row.processor_idempotency_key)).toHaveLength(1);
+    }
+  });
+});

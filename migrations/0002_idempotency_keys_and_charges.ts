@@ -15,7 +15,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     )
     .addColumn('locked_at', 'timestamptz')
     .addColumn('response_status', 'integer')
-    .addColumn('response_body', 'jsonb')
+    // json, not jsonb: a replay must give back the body with its keys in their original order.
+    .addColumn('response_body', 'json')
     .addColumn('response_headers', 'jsonb')
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('last_run_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))

@@ -20,12 +20,12 @@ import {
   PROCESSOR_UNAVAILABLE,
   settleCharge,
 } from './charges.repository.ts';
-import { type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
+import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
 
-export function presentCharge(charge: ChargeRow) {
+export function presentCharge(charge: ChargeRow): Charge {
   return {
     id: charge.id,
-    object: 'charge' as const,
+    object: 'charge',
     amount: charge.amount,
     currency: charge.currency,
     status: charge.status,
@@ -67,10 +67,10 @@ export function chargeResponse(charge: ChargeRow): StoredResponse {
   const body = presentCharge(charge);
   const location = chargeLocation(charge);
   if (charge.status === 'succeeded') {
-    return { status: 201, body, headers: { 'content-type': 'application/json', location } };
+    return { status: 201, body, headers: { 'Content-Type': 'application/json', Location: location } };
   }
   if (charge.status === 'pending') {
-    return { status: 202, body, headers: { 'content-type': 'application/json', location } };
+    return { status: 202, body, headers: { 'Content-Type': 'application/json', Location: location } };
   }
   const declined = new ProblemError(402, charge.failure_code!, 'Card declined', charge.failure_message!, {
     extra: { charge: body },
@@ -78,7 +78,7 @@ export function chargeResponse(charge: ChargeRow): StoredResponse {
   return {
     status: 402,
     body: declined.toBody(currentRequestId()),
-    headers: { 'content-type': 'application/problem+json', location },
+    headers: { 'Content-Type': 'application/problem+json', Location: location },
   };
 }
 

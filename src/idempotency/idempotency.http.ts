@@ -33,6 +33,6 @@ export async function respondIdempotently<P>(
   if (result.error) throw result.error;
   const stored = result.response!;
   if (result.outcome === 'replayed') res.set('Idempotent-Replayed', 'true');
-  res.set({ 'content-type': 'application/json', ...stored.headers });
+  res.set({ 'Content-Type': 'application/json', ...stored.headers });
   res.status(stored.status).send(JSON.stringify(stored.body));
 }

@@ -117,7 +117,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const response: StoredResponse = {
         status: err.status,
         body: err.toBody(currentRequestId()),
-        headers: { 'content-type': 'application/problem+json' },
+        headers: { 'Content-Type': 'application/problem+json' },
       };
       await finishKey(trx, key.id, response);
       return { kind: 'finished', outcome: 'new', response };

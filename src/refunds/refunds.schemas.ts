@@ -5,7 +5,22 @@ export const REFUND_REASONS = ['duplicate', 'fraudulent', 'requested_by_customer
 
 export const createRefundSchema = z.strictObject({
   charge: z.string().regex(/^ch_[A-Za-z0-9_-]{1,64}$/, 'must be a charge id (ch_…)'),
-  amount: z.number().int().min(1).max(MAX_AMOUNT).optional(),
+  amount: z.number().int().min(1).max(MAX_AMOUNT).optional().describe('Defaults to what is left to refund.'),
   reason: z.enum(REFUND_REASONS).optional(),
 });
+
+export const refundSchema = z.object({
+  id: z.string().describe('re_…'),
+  object: z.literal('refund'),
+  amount: z.number().int(),
+  currency: z.string(),
+  charge: z.string(),
+  reason: z.enum(REFUND_REASONS).nullable(),
+  status: z.enum(['pending', 'succeeded', 'failed']),
+  failure_code: z.string().nullable(),
+  failure_message: z.string().nullable(),
+  processor_reference: z.string().nullable(),
+  created: z.string(),
+});
+export type Refund = z.infer<typeof refundSchema>;
 export type CreateRefundParams = z.infer<typeof createRefundSchema>;

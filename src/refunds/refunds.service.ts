@@ -25,7 +25,7 @@ import {
   type RefundRow,
   updateRefund,
 } from './refunds.repository.ts';
-import { type CreateRefundParams, createRefundSchema } from './refunds.schemas.ts';
+import { type CreateRefundParams, createRefundSchema, type Refund } from './refunds.schemas.ts';
 
 export interface RefundDeps {
   db: Db;
@@ -33,10 +33,10 @@ export interface RefundDeps {
   queue: JobQueue;
 }
 
-export function presentRefund(refund: RefundRow) {
+export function presentRefund(refund: RefundRow): Refund {
   return {
     id: refund.id,
-    object: 'refund' as const,
+    object: 'refund',
     amount: refund.amount,
     currency: refund.currency,
     charge: refund.charge_id,
@@ -54,7 +54,7 @@ const notRefundable = (detail: string) =>
 
 function refundResponse(refund: RefundRow): StoredResponse {
   const body = presentRefund(refund);
-  const headers = { 'content-type': 'application/json', location: `/v1/refunds/${refund.id}` };
+  const headers = { 'Content-Type': 'application/json', Location: `/v1/refunds/${refund.id}` };
   if (refund.status === 'succeeded') return { status: 201, body, headers };
   if (refund.status === 'pending') return { status: 202, body, headers };
   const failed = new ProblemError(402, refund.failure_code!, 'Refund failed', refund.failure_message!, {
@@ -63,7 +63,7 @@ function refundResponse(refund: RefundRow): StoredResponse {
   return {
     status: 402,
     body: failed.toBody(currentRequestId()),
-    headers: { ...headers, 'content-type': 'application/problem+json' },
+    headers: { ...headers, 'Content-Type': 'application/problem+json' },
   };
 }
 

@@ -1,0 +1,9 @@
+# One image for every process: api, worker, processor simulator, migrate.
+FROM node:24-slim
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY . .
+USER node
+ENV HOST=0.0.0.0
+CMD ["npm", "run", "start:api"]

@@ -1,0 +1,213 @@
+// npm run docs:openapi: writes openapi.yaml from the same zod schemas that validate requests.
+import { writeFileSync } from 'node:fs';
+import { z } from 'zod';
+import { chargeListSchema, chargeSchema, createChargeSchema } from '../charges/charges.schemas.ts';
+import { createRefundSchema, refundSchema } from '../refunds/refunds.schemas.ts';
+
+const jsonSchema = (schema: z.ZodType, io: 'input' | 'output' = 'output') => {
+  const { $schema: _, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
+  return rest;
+};
+
+const problemSchema = z.object({
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string(),
+  code: z.string().describe('Stable and machine-readable.'),
+  request_id: z.string(),
+  errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+});
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: unknown) => ({ 'application/json': { schema } });
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: ref('Problem') } },
+});
+const ERRORS = {
+  '400': problem('validation_failed, malformed_json, idempotency_key_missing or idempotency_key_invalid'),
+  '401': problem('unauthenticated'),
+  '413': problem('payload_too_large'),
+  '415': problem('unsupported_media_type'),
+  '503': problem('overloaded or database_unavailable; carries Retry-After'),
+};
+const IDEMPOTENT_ERRORS = {
+  '409': problem('idempotency_key_in_use (carries Retry-After), or a refund rule: charge_not_refundable, refund_exceeds_charge'),
+  '422': problem('idempotency_key_reused: the key was used with another method, path or body'),
+};
+const replayed = {
+  'Idempotent-Replayed': { description: 'true when this is the stored answer of an earlier request', schema: { type: 'string' } },
+  Location: { schema: { type: 'string' } },
+};
+
+export function openApiDocument() {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'payments-exactly-once',
+      version: '0.1.0',
+      description:
+        'Stripe-style charges and refunds that happen exactly once. Every POST needs an Idempotency-Key; ' +
+        'a repeat with the same key and body gets the stored answer back.',
+    },
+    servers: [{ url: 'http://127.0.0.1:3000' }],
+    security: [{ bearer: [] }],
+    paths: {
+      '/v1/account': {
+        get: {
+          summary: 'The account that owns the API key',
+          responses: { '200': { description: 'The account', content: json(ref('Account')) }, '401': ERRORS['401'] },
+        },
+      },
+      '/v1/charges': {
+        post: {
+          summary: 'Charge a card, exactly once per Idempotency-Key',
+          parameters: [{ $ref: '#/components/parameters/IdempotencyKey' }],
+          requestBody: { required: true, content: json(ref('CreateCharge')) },
+          responses: {
+            '201': { description: 'Succeeded', headers: replayed, content: json(ref('Charge')) },
+            '202': {
+              description: 'Pending: the processor could not answer in time; the worker settles it. Follow Location.',
+              headers: replayed,
+              content: json(ref('Charge')),
+            },
+            '402': problem('Declined (card_declined, insufficient_funds, expired_card); the body has the failed charge'),
+            ...ERRORS,
+            ...IDEMPOTENT_ERRORS,
+          },
+        },
+        get: {
+          summary: 'List charges, newest first',
+          parameters: [
+            { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 } },
+            { name: 'starting_after', in: 'query', schema: { type: 'string' }, description: 'A charge id: the cursor' },
+          ],
+          responses: { '200': { description: 'A page', content: json(ref('ChargeList')) }, '400': ERRORS['400'], '401': ERRORS['401'] },
+        },
+      },
+      '/v1/charges/{id}': {
+        get: {
+          summary: 'Read a charge',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            '200': { description: 'The charge', content: json(ref('Charge')) },
+            '401': ERRORS['401'],
+            '404': problem('not_found: unknown, or another account’s'),
+          },
+        },
+      },
+      '/v1/refunds': {
+        post: {
+          summary: 'Refund all or part of a succeeded charge, exactly once per Idempotency-Key',
+          parameters: [{ $ref: '#/components/parameters/IdempotencyKey' }],
+          requestBody: { required: true, content: json(ref('CreateRefund')) },
+          responses: {
+            '201': { description: 'Succeeded', headers: replayed, content: json(ref('Refund')) },
+            '202': { description: 'Pending; the worker settles it', headers: replayed, content: json(ref('Refund')) },
+            '404': problem('not_found: no such charge for this account'),
+            ...ERRORS,
+            ...IDEMPOTENT_ERRORS,
+          },
+        },
+      },
+      '/v1/refunds/{id}': {
+        get: {
+          summary: 'Read a refund',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            '200': { description: 'The refund', content: json(ref('Refund')) },
+            '401': ERRORS['401'],
+            '404': problem('not_found'),
+          },
+        },
+      },
+      '/livez': {
+        get: { summary: 'Liveness: the process runs', security: [], responses: { '200': { description: 'Alive' } } },
+      },
+      '/readyz': {
+        get: {
+          summary: 'Readiness: the database answers in time and the schema is migrated',
+          security: [],
+          responses: { '200': { description: 'Ready' }, '503': problem('not_ready, with the failing checks') },
+        },
+      },
+      '/metrics': {
+        get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Text format' } } },
+      },
+    },
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'sk_test_… API key' } },
+      parameters: {
+        IdempotencyKey: {
+          name: 'Idempotency-Key',
+          in: 'header',
+          required: true,
+          description: 'Bare or an RFC 8941 quoted string; 1–255 printable ASCII characters; scoped to the account.',
+          schema: { type: 'string', maxLength: 255 },
+        },
+      },
+      schemas: {
+        Account: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            object: { const: 'account' },
+            name: { type: 'string' },
+            created: { type: 'string' },
+          },
+        },
+        CreateCharge: jsonSchema(createChargeSchema, 'input'),
+        Charge: jsonSchema(chargeSchema),
+        ChargeList: { ...jsonSchema(chargeListSchema), properties: { ...jsonSchema(chargeListSchema).properties, data: { type: 'array', items: ref('Charge') } } },
+        CreateRefund: jsonSchema(createRefundSchema, 'input'),
+        Refund: jsonSchema(refundSchema),
+        Problem: jsonSchema(problemSchema),
+      },
+    },
+  };
+}
+
+const PLAIN = /^[A-Za-z_/][A-Za-z0-9_ ./-]*$/;
+const RESERVED = /^(true|false|null|yes|no|on|off|y|n|~)$/i;
+
+function scalar(value: unknown): string {
+  if (typeof value === 'string') return PLAIN.test(value) && !RESERVED.test(value) && !value.endsWith(' ') ? value : JSON.stringify(value);
+  return JSON.stringify(value);
+}
+
+/** YAML for plain JSON data: enough for this document, with no dependency. */
+export function toYaml(value: unknown, indent = ''): string {
+  if (Array.isArray(value)) {
+    if (value.length === 0) return '[]';
+    return value
+      .map((item) => {
+        const inner = toYaml(item, `${indent}  `);
+        return isBlock(item) ? `${indent}- ${inner.trimStart()}` : `${indent}- ${inner}`;
+      })
+      .join('\n');
+  }
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    if (entries.length === 0) return '{}';
+    return entries
+      .map(([k, v]) => {
+        const key = PLAIN.test(k) && !RESERVED.test(k) ? k : JSON.stringify(k);
+        return isBlock(v) ? `${indent}${key}:\n${toYaml(v, `${indent}  `)}` : `${indent}${key}: ${toYaml(v, indent)}`;
+      })
+      .join('\n');
+  }
+  return scalar(value);
+}
+
+function isBlock(value: unknown): boolean {
+  return (Array.isArray(value) && value.length > 0) || (!!value && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length > 0);
+}
+
+export const openApiYaml = () =>
+  `# Generated by \`npm run docs:openapi\` from the zod schemas in src/; edit those, not this file.\n${toYaml(openApiDocument())}\n`;
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  writeFileSync('openapi.yaml', openApiYaml());
+  process.stdout.write('wrote openapi.yaml\n');
+}

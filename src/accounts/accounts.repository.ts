@@ -1,10 +1,8 @@
+import type { Selectable } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
+import type { AccountsTable } from '../db/schema.ts';
 
-export interface AccountRow {
-  id: string;
-  name: string;
-  created_at: Date;
-}
+export type AccountRow = Selectable<AccountsTable>;
 
 export async function insertAccount(db: DbOrTrx, account: { id: string; name: string }): Promise<AccountRow> {
   return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();

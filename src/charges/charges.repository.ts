@@ -1,24 +1,8 @@
-import { sql } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
-import type { ChargeStatus } from '../db/schema.ts';
+import type { ChargesTable } from '../db/schema.ts';
 
-export interface ChargeRow {
-  id: string;
-  account_id: string;
-  idempotency_key_id: string | null;
-  amount: number;
-  currency: string;
-  source: string;
-  description: string | null;
-  metadata: Record<string, string>;
-  status: ChargeStatus;
-  amount_refunded: number;
-  failure_code: string | null;
-  failure_message: string | null;
-  processor_idempotency_key: string;
-  processor_reference: string | null;
-  created_at: Date;
-}
+export type ChargeRow = Selectable<ChargesTable>;
 
 export interface NewCharge {
   id: string;

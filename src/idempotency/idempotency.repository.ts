@@ -1,21 +1,8 @@
 // Queries on idempotency_keys. Every time comparison uses the database clock, never this process's.
-import { sql } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
-import type { JsonObject, RecoveryPoint } from '../db/schema.ts';
+import type { IdempotencyKeysTable, JsonObject } from '../db/schema.ts';
 
-export interface KeyRow {
-  id: string;
-  account_id: string;
-  key: string;
-  request_method: string;
-  request_path: string;
-  request_fingerprint: string;
-  request_body: JsonObject;
-  recovery_point: RecoveryPoint;
-  response_status: number | null;
-  response_body: JsonObject | null;
-  response_headers: Record<string, string> | null;
-}
 
 /** A key row with what the database clock says about it right now. */
 export interface KeyState extends KeyRow {
@@ -36,6 +23,8 @@ const KEY_COLUMNS = [
   'response_body',
   'response_headers',
 ] as const;
+
+export type KeyRow = Pick<Selectable<IdempotencyKeysTable>, (typeof KEY_COLUMNS)[number]>;
 
 export interface NewKey {
   accountId: string;

@@ -1,26 +1,12 @@
-import { sql } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
-import type { RefundReason, RefundStatus } from '../db/schema.ts';
+import type { RefundsTable } from '../db/schema.ts';
 
-export interface RefundRow {
-  id: string;
-  account_id: string;
-  charge_id: string;
-  idempotency_key_id: string | null;
-  amount: number;
-  currency: string;
-  reason: RefundReason | null;
-  status: RefundStatus;
-  failure_code: string | null;
-  failure_message: string | null;
-  processor_idempotency_key: string;
-  processor_reference: string | null;
-  created_at: Date;
-}
+export type RefundRow = Selectable<RefundsTable>;
 
 export async function insertPendingRefund(
   db: DbOrTrx,
-  refund: Omit<RefundRow, 'status' | 'failure_code' | 'failure_message' | 'processor_reference' | 'created_at'>,
+  refund: Omit<RefundRow, 'status' | 'failure_code' | 'failure_message' | 'processor_reference' | 'created_at' | 'updated_at'>,
 ): Promise<RefundRow> {
   return db
     .insertInto('refunds')

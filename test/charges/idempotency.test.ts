@@ -11,6 +11,7 @@ import {
   postCharge,
   type TestContext,
 } from '../helpers/context.ts';
+import { leaveAbandonedCharge } from '../helpers/factories.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
@@ -269,47 +270,17 @@ describe('POST /v1/charges idempotency', () => {
   it('resumes a request whose lease expired (a crashed request) and completes it exactly once', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
-    // What a process that died after phase 1 leaves behind: a pending charge and a key locked long ago.
-    const keyId = await ctx.t.db.transaction().execute(async (trx) => {
-      const { id } = await trx
-        .insertInto('idempotency_keys')
-        .values({
-          account_id: account.id,
-          key,
-          request_method: 'POST',
-          request_path: '/v1/charges',
-          request_fingerprint: (await import('../../src/idempotency/idempotency.schemas.ts')).requestFingerprint(
-            'POST',
-            '/v1/charges',
-            charge(),
-          ),
-          request_body: JSON.stringify(charge()),
-          recovery_point: 'intent_recorded',
-          locked_at: sql<Date>`now() - interval '61 seconds'`,
-          expires_at: sql<Date>`now() + interval '1 day'`,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      await trx
-        .insertInto('charges')
-        .values({
-          id: 'ch_crashed1',
-          account_id: account.id,
-          idempotency_key_id: id,
-          amount: 1000,
-          currency: 'usd',
-          source: 'tok_visa',
-          metadata: '{}',
-          status: 'pending',
-          processor_idempotency_key: `charge_${id}`,
-        })
-        .execute();
-      return id;
+    // A request that died after phase 1, its lease just past the 60 s it had.
+    const { keyId, chargeId } = await leaveAbandonedCharge(ctx.t.db, {
+      accountId: account.id,
+      key,
+      body: charge(),
+      lockedSecondsAgo: 61,
     });
 
     const resumed = await postCharge(ctx, auth, key).set('X-Request-Id', 'resume-1');
     expect(resumed.status).toBe(201);
-    expect(resumed.body.id).toBe('ch_crashed1');
+    expect(resumed.body.id).toBe(chargeId);
     expect(outcomesLogged('resume-1')).toEqual(['resumed']);
     const again = await postCharge(ctx, auth, key);
     expect(again.headers['idempotent-replayed']).toBe('true');

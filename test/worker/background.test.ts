@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compose } from '../../src/compose.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
-import { requestFingerprint } from '../../src/idempotency/idempotency.schemas.ts';
 import type { Worker } from '../../src/worker.ts';
 import { LogCapture } from '../helpers/app.ts';
+import { leaveAbandonedCharge } from '../helpers/factories.ts';
 import {
   charge,
   createTestContext,
@@ -17,43 +17,8 @@ import {
   type TestContext,
 } from '../helpers/context.ts';
 
-/** What a process that died right after phase 1 leaves behind: a pending charge and a key whose lease ran out. */
-async function abandonedCharge(ctx: TestContext, accountId: string, key: string, body = charge()) {
-  return ctx.t.db.transaction().execute(async (trx) => {
-    const { id } = await trx
-      .insertInto('idempotency_keys')
-      .values({
-        account_id: accountId,
-        key,
-        request_method: 'POST',
-        request_path: '/v1/charges',
-        request_fingerprint: requestFingerprint('POST', '/v1/charges', body),
-        request_body: JSON.stringify(body),
-        recovery_point: 'intent_recorded',
-        locked_at: sql<Date>`now() - interval '1 hour'`,
-        last_run_at: sql<Date>`now() - interval '1 hour'`,
-        expires_at: sql<Date>`now() + interval '1 day'`,
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    const chargeId = `ch_abandoned_${id.slice(0, 8)}`;
-    await trx
-      .insertInto('charges')
-      .values({
-        id: chargeId,
-        account_id: accountId,
-        idempotency_key_id: id,
-        amount: 1000,
-        currency: 'usd',
-        source: 'tok_visa',
-        metadata: '{}',
-        status: 'pending',
-        processor_idempotency_key: `charge_${id}`,
-      })
-      .execute();
-    return { keyId: id, chargeId };
-  });
-}
+const abandonedCharge = (ctx: TestContext, accountId: string, key: string) =>
+  leaveAbandonedCharge(ctx.t.db, { accountId, key, body: charge(), lockedSecondsAgo: 3600 });
 
 describe('the completer', () => {
   let ctx: TestContext;

@@ -5,7 +5,7 @@ import { chargeRoutes } from './charges/charges.routes.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import { healthRoutes } from './health/health.routes.ts';
-import type { Readiness } from './health/health.service.ts';
+import type { Health, Readiness } from './health/health.service.ts';
 import { errorHandler, notFoundHandler } from './http/error-handler.ts';
 import {
   loadShedding,
@@ -24,6 +24,7 @@ export interface AppDeps {
   db: Db;
   logger: Logger;
   readiness: Readiness;
+  health: Health;
   services: Services;
   metrics: Metrics;
 }
@@ -36,13 +37,18 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
   app.use(requestLog(logger, metrics));
-  app.use(healthRoutes({ readiness: deps.readiness }));
+  app.use(healthRoutes({ readiness: deps.readiness, health: deps.health }));
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
   const v1 = express.Router();
-  v1.use(loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => logger.warn('request shed: too many in flight')));
+  v1.use(
+    loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => {
+      metrics.loadShed.inc();
+      logger.warn('request shed: too many in flight');
+    }),
+  );
   v1.use(requireApiKey(db));
   v1.use(requireJsonBody());
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { createDb } from './db/database.ts';
-import { createReadiness } from './health/health.service.ts';
+import { createHealth, createReadiness } from './health/health.service.ts';
 import { createBoss, createJobQueue, SETTLE_DEAD_QUEUE, SETTLE_QUEUE } from './jobs/queue.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
@@ -29,10 +29,11 @@ export async function compose(options: {
   boss.on('error', (err) => logger.error({ err }, 'job queue error'));
   await boss.start();
   const queuedCount = async (name: string) => (await boss.getQueueStats(name))[0]?.queuedCount ?? 0;
-  metrics.watchQueue(async () => ({
+  const queueDepth = async () => ({
     backlog: await queuedCount(SETTLE_QUEUE),
     dead: await queuedCount(SETTLE_DEAD_QUEUE),
-  }));
+  });
+  metrics.watchQueue(queueDepth);
   const queue = createJobQueue(boss, config);
 
   const processor = createProcessorClient(config, logger, (operation, outcome, seconds) =>
@@ -47,6 +48,13 @@ export async function compose(options: {
     isShuttingDown: options.isShuttingDown ?? (() => false),
   });
 
+  const health = createHealth({
+    db,
+    timeoutMs: config.READINESS_TIMEOUT_MS,
+    breakerState: () => processor.breakerState(),
+    queueDepth,
+  });
+
   return {
     db,
     boss,
@@ -54,7 +62,7 @@ export async function compose(options: {
     processor,
     services,
     readiness,
-    app: () => createApp({ config, db, logger, readiness, services, metrics }),
+    app: () => createApp({ config, db, logger, readiness, health, services, metrics }),
     worker: () => createWorker({ config, db, boss, services, logger, metrics }),
     /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
     async close() {

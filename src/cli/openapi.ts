@@ -132,6 +132,16 @@ export function openApiDocument() {
           responses: { '200': { description: 'Ready' }, '503': problem('not_ready, with the failing checks') },
         },
       },
+      '/health': {
+        get: {
+          summary: 'Deep health (IETF health+json): database, processor circuit, job queue; cached about a second',
+          security: [],
+          responses: {
+            '200': { description: 'pass or warn (an open circuit or a backlog is a warning)' },
+            '503': { description: 'fail: the database does not answer' },
+          },
+        },
+      },
       '/metrics': {
         get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Text format' } } },
       },

@@ -1,8 +1,8 @@
 import { Router } from 'express';
 import { ProblemError } from '../errors.ts';
-import type { Readiness } from './health.service.ts';
+import type { Health, Readiness } from './health.service.ts';
 
-export function healthRoutes(deps: { readiness: Readiness }): Router {
+export function healthRoutes(deps: { readiness: Readiness; health: Health }): Router {
   const router = Router();
   router.get('/livez', (_req, res) => {
     res.json({ status: 'ok' });
@@ -16,6 +16,13 @@ export function healthRoutes(deps: { readiness: Readiness }): Router {
       });
     }
     res.json({ status: 'ready', checks: result.checks });
+  });
+  router.get('/health', async (_req, res) => {
+    const report = await deps.health();
+    res
+      .status(report.status === 'fail' ? 503 : 200)
+      .type('application/health+json')
+      .send(JSON.stringify(report));
   });
   return router;
 }

@@ -50,3 +50,89 @@ export function createReadiness(deps: { db: Db; timeoutMs: number; isShuttingDow
 }
 
 export type Readiness = ReturnType<typeof createReadiness>;
+
+export interface HealthCheck {
+  componentType?: string;
+  observedValue: number | string;
+  observedUnit?: string;
+  status: 'pass' | 'warn' | 'fail';
+  time: string;
+  output?: string;
+}
+
+export interface HealthReport {
+  status: 'pass' | 'warn' | 'fail';
+  checks: Record<string, HealthCheck[]>;
+}
+
+// Health is read by monitors every few seconds; one answer serves all of them for this long.
+const HEALTH_CACHE_MS = 1000;
+// A settle backlog past this many jobs is worth a look, not an outage.
+const BACKLOG_WARN = 1000;
+
+const worst = (statuses: HealthCheck['status'][]) =>
+  statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'pass';
+
+/** The deep health report (IETF health+json): database, processor circuit, job queue. Cached briefly. */
+export function createHealth(deps: {
+  db: Db;
+  timeoutMs: number;
+  breakerState: () => string;
+  queueDepth: () => Promise<{ backlog: number; dead: number }>;
+}) {
+  let cached: { at: number; report: Promise<HealthReport> } | undefined;
+
+  async function measure(): Promise<HealthReport> {
+    const time = new Date().toISOString();
+    const started = performance.now();
+    let database: HealthCheck;
+    try {
+      await withTimeout(sql`select 1`.execute(deps.db), deps.timeoutMs, 'the database');
+      const ms = Math.round(performance.now() - started);
+      database = { componentType: 'datastore', observedValue: ms, observedUnit: 'ms', status: 'pass', time };
+    } catch (err) {
+      database = {
+        componentType: 'datastore',
+        observedValue: Math.round(performance.now() - started),
+        observedUnit: 'ms',
+        status: 'fail',
+        time,
+        output: (err as Error).message,
+      };
+    }
+    const circuit = deps.breakerState();
+    // An open circuit degrades charges to pending; it is a warning, never an outage of ours.
+    const processor: HealthCheck = {
+      componentType: 'component',
+      observedValue: circuit,
+      status: circuit === 'closed' ? 'pass' : 'warn',
+      time,
+    };
+    const depth = await withTimeout(deps.queueDepth(), deps.timeoutMs, 'the job queue').catch(() => undefined);
+    const backlog: HealthCheck = depth
+      ? {
+          componentType: 'component',
+          observedValue: depth.backlog,
+          observedUnit: 'jobs',
+          status: depth.backlog > BACKLOG_WARN || depth.dead > 0 ? 'warn' : 'pass',
+          time,
+          ...(depth.dead > 0 ? { output: `${depth.dead} dead-lettered settle job(s)` } : {}),
+        }
+      : { componentType: 'component', observedValue: 'unknown', status: 'warn', time };
+    return {
+      status: worst([database.status, processor.status, backlog.status]),
+      checks: {
+        'database:responseTime': [database],
+        'processor:circuit': [processor],
+        'queue:backlog': [backlog],
+      },
+    };
+  }
+
+  return function health(): Promise<HealthReport> {
+    if (!cached || Date.now() - cached.at > HEALTH_CACHE_MS) cached = { at: Date.now(), report: measure() };
+    return cached.report;
+  };
+}
+
+export type Health = ReturnType<typeof createHealth>;

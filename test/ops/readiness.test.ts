@@ -9,10 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb, createPool, type Db, migrateToLatest } from '../../src/db/database.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/logger.ts';
+import { startSimulator } from '../../src/simulator/simulator.ts';
 import { buildApp } from '../helpers/app.ts';
 import { createTestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
 import { freePort } from '../helpers/ports.ts';
+import { expectProblem } from '../helpers/problem.ts';
 
 let dir: string;
 let server: EmbeddedServer;
@@ -41,9 +43,12 @@ afterAll(async () => {
 
 describe('GET /readyz and /livez', () => {
   it('follows the database down and back up without a restart', async () => {
-    const built = await buildApp({ pool }, { READINESS_TIMEOUT_MS: '800' });
+    const simulator = await startSimulator();
+    const built = await buildApp({ pool }, { READINESS_TIMEOUT_MS: '800', PROCESSOR_URL: simulator.url });
     const { app } = built;
     const { auth } = await makeAccount(db);
+    const key = 'charge-during-outage';
+    expect((await request(app).get('/health')).body.status).toBe('pass');
 
     expect((await request(app).get('/readyz')).status).toBe(200);
 
@@ -58,13 +63,34 @@ describe('GET /readyz and /livez', () => {
     expect(api.status).toBe(503);
     expect(api.body.code).toBe('database_unavailable');
     expect(api.headers['retry-after']).toBeDefined();
+    const charge = await request(app)
+      .post('/v1/charges')
+      .set(auth)
+      .set('Idempotency-Key', key)
+      .send({ amount: 100, currency: 'usd', source: 'tok_visa' });
+    expectProblem(charge, 503, 'database_unavailable');
+    await new Promise((r) => setTimeout(r, 1100)); // past the health cache
+    const health = await request(app).get('/health');
+    expect(health.status).toBe(503);
+    expect(health.headers['content-type']).toMatch(/^application\/health\+json/);
+    expect(health.body.status).toBe('fail');
+    expect(health.body.checks['database:responseTime'][0].status).toBe('fail');
 
     await server.start();
     const up = await request(app).get('/readyz');
     expect(up.status).toBe(200);
     expect(up.body.checks).toEqual({ database: { status: 'pass' }, migrations: { status: 'pass' } });
     expect((await request(app).get('/v1/account').set(auth)).status).toBe(200);
+    // The charge refused during the outage stored nothing: the same key now runs as new.
+    const retried = await request(app)
+      .post('/v1/charges')
+      .set(auth)
+      .set('Idempotency-Key', key)
+      .send({ amount: 100, currency: 'usd', source: 'tok_visa' });
+    expect(retried.status).toBe(201);
+    expect(retried.headers['idempotent-replayed']).toBeUndefined();
     await built.close();
+    await simulator.close();
   });
 
   it('is not ready while a migration is pending, and names it', async () => {

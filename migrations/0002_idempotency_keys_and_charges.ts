@@ -14,6 +14,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       c.notNull().check(sql`recovery_point in ('intent_recorded', 'finished')`),
     )
     .addColumn('locked_at', 'timestamptz')
+    // Names the holder of the current lease, so only that holder can release it.
+    .addColumn('lease_token', 'uuid')
     .addColumn('response_status', 'integer')
     // json, not jsonb: a replay must give back the body with its keys in their original order.
     .addColumn('response_body', 'json')

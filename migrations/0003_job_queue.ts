@@ -17,7 +17,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql.raw(withoutOwnTransaction(getConstructionPlans(JOB_SCHEMA))).execute(db);
   // Settle jobs, and the dead letters of those that ran out of attempts. Retry settings are applied from
   // the configuration when a process starts and on every job sent.
-  await sql`select pgboss.create_queue('settle-dead', ${JSON.stringify({ policy: 'standard', retentionSeconds: 30 * 86400 })}::jsonb)`.execute(db);
+  await sql`select pgboss.create_queue('settle-dead', ${JSON.stringify({ policy: 'standard', retentionSeconds: 365 * 86400 })}::jsonb)`.execute(db);
   await sql`select pgboss.create_queue('settle', ${JSON.stringify({ policy: 'standard', deadLetter: 'settle-dead' })}::jsonb)`.execute(db);
 }
 

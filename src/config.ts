@@ -66,7 +66,9 @@ export const configSchema = z.object({
   MIGRATE_ON_START: flag(true).describe(
     'Apply pending migrations at start. Set false where `npm run migrate` is a deploy step of its own.',
   ),
-  SETTLE_MAX_ATTEMPTS: int(12, 1, 1000).describe('Settle attempts before a pending charge is dead-lettered.'),
+  SETTLE_MAX_ATTEMPTS: int(300, 1, 100000).describe(
+    'Settle attempts before a pending charge is dead-lettered; by default the window runs out first.',
+  ),
   SETTLE_RETRY_DELAY_SECONDS: int(2, 1, 86400).describe(
     'First delay between settle attempts (doubles, jittered).',
   ),

@@ -75,8 +75,21 @@ export class DatabaseUnavailableError extends ProblemError {
       503,
       'database_unavailable',
       'Database unavailable',
-      'The service cannot reach its database right now. Nothing was changed; retry later.',
+      'The service cannot reach its database right now. Retry later; retry a POST with the same Idempotency-Key.',
       { retryAfterSeconds: 2 },
+    );
+  }
+}
+
+/** The request's deadline passed before it could answer. */
+export class RequestTimeoutError extends ProblemError {
+  constructor() {
+    super(
+      503,
+      'request_timeout',
+      'Request timed out',
+      'The request did not finish within its deadline. Its work may still complete: retry a POST with the same Idempotency-Key to get its answer.',
+      { retryAfterSeconds: 1 },
     );
   }
 }

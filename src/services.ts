@@ -29,11 +29,8 @@ export function createServices(deps: {
     idempotency,
     createCharge,
     createRefund,
-    /** Every idempotent operation by method and path, for the completer. */
-    operations: {
-      'POST /v1/charges': createCharge,
-      'POST /v1/refunds': createRefund,
-    } as Record<string, IdempotentOperation<unknown>>,
+    /** Every idempotent operation, for the completer. */
+    operations: [createCharge, createRefund] as IdempotentOperation<unknown>[],
     settlers: {
       charge: createChargeSettler({ db, processor, queue }),
       refund: createRefundSettler({ db, processor, queue }),

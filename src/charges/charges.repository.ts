@@ -91,13 +91,11 @@ export async function addToAmountRefunded(db: DbOrTrx, id: string, delta: number
     .execute();
 }
 
-/** Newest first; the cursor is the (created_at, id) of the charge to start after. */
-export async function listCharges(
-  db: DbOrTrx,
-  accountId: string,
-  limit: number,
-  after?: { created_at: Date; id: string },
-): Promise<ChargeRow[]> {
+/**
+ * Newest first, starting after the charge `afterId`. The cursor row is read inside the query: created_at
+ * has microseconds that a JavaScript Date would round away.
+ */
+export async function listCharges(db: DbOrTrx, accountId: string, limit: number, afterId?: string): Promise<ChargeRow[]> {
   let query = db
     .selectFrom('charges')
     .selectAll()
@@ -105,9 +103,9 @@ export async function listCharges(
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
     .limit(limit);
-  if (after) {
-    query = query.where((eb) =>
-      eb(eb.refTuple('created_at', 'id'), '<', eb.tuple(after.created_at, after.id)),
+  if (afterId) {
+    query = query.where(
+      sql<boolean>`(created_at, id) < (select c.created_at, c.id from charges c where c.id = ${afterId})`,
     );
   }
   return query.execute();

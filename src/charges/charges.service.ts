@@ -90,6 +90,8 @@ export interface ChargeDeps {
 
 export function createChargeOperation(deps: ChargeDeps): IdempotentOperation<CreateChargeParams> {
   return {
+    method: 'POST',
+    path: '/v1/charges',
     parse: (body) => parseWith(createChargeSchema, body),
 
     async recordIntent(trx, key, params) {
@@ -156,12 +158,10 @@ export async function getCharge(db: Db, accountId: string, id: string) {
 }
 
 export async function listChargesPage(db: Db, accountId: string, limit: number, startingAfter?: string) {
-  let after: ChargeRow | undefined;
-  if (startingAfter) {
-    after = await findCharge(db, accountId, startingAfter);
-    if (!after) throw new ValidationError([{ path: 'starting_after', message: `no charge ${startingAfter}` }]);
+  if (startingAfter && !(await findCharge(db, accountId, startingAfter))) {
+    throw new ValidationError([{ path: 'starting_after', message: `no charge ${startingAfter}` }]);
   }
-  const rows = await listCharges(db, accountId, limit + 1, after);
+  const rows = await listCharges(db, accountId, limit + 1, startingAfter);
   return {
     object: 'list' as const,
     data: rows.slice(0, limit).map(presentCharge),

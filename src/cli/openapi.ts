@@ -30,7 +30,7 @@ const ERRORS = {
   '401': problem('unauthenticated'),
   '413': problem('payload_too_large'),
   '415': problem('unsupported_media_type'),
-  '503': problem('overloaded or database_unavailable; carries Retry-After'),
+  '503': problem('overloaded, database_unavailable or request_timeout; carries Retry-After'),
 };
 const IDEMPOTENT_ERRORS = {
   '409': problem('idempotency_key_in_use (carries Retry-After), or a refund rule: charge_not_refundable, refund_exceeds_charge'),

@@ -34,6 +34,7 @@ export interface IdempotencyKeysTable {
   request_body: Json<JsonObject>;
   recovery_point: RecoveryPoint;
   locked_at: Date | null;
+  lease_token: string | null;
   response_status: number | null;
   response_body: ColumnType<JsonObject | null, string | null, string | null>;
   response_headers: ColumnType<Record<string, string> | null, string | null, string | null>;

@@ -51,7 +51,11 @@ export function notFoundHandler(): RequestHandler {
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, _req, res, next) => {
-    if (res.headersSent) return next(err);
+    if (res.headersSent) {
+      // Answered already, by the deadline: the late work's own error or answer has nowhere to go.
+      if (res.locals.deadlinePassed) return logger.warn({ err }, 'work finished after the request deadline');
+      return next(err);
+    }
     const problem = toProblem(err);
     if (problem) {
       if (problem.status >= 500) logger.warn({ err }, problem.message);

@@ -7,6 +7,7 @@ declare global {
       startedAt: number;
       account?: AccountRow;
       idempotency?: string;
+      deadlinePassed?: boolean;
     }
   }
 }

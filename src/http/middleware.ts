@@ -3,22 +3,33 @@ import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { API_KEY_PATTERN, authenticate } from '../accounts/accounts.service.ts';
 import type { Db } from '../db/database.ts';
-import { OverloadedError, ProblemError, UnauthenticatedError } from '../errors.ts';
+import { OverloadedError, ProblemError, RequestTimeoutError, UnauthenticatedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { requestContext } from '../request-context.ts';
+import { sendProblem } from './problem.ts';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Accepts a well-formed X-Request-Id, makes one otherwise, echoes it, and runs the rest inside its context. */
+/**
+ * Accepts a well-formed X-Request-Id, makes one otherwise, echoes it, and runs the rest inside its
+ * context. Holds the request to its deadline: whatever is still waiting then (a locked row, a slow
+ * database) gets 503 request_timeout, and its work, if it goes on, still stores its own answer for a retry.
+ */
 export function requestIdAndContext(requestTimeoutMs: number): RequestHandler {
   return (req, res, next) => {
     const sent = req.get('x-request-id');
-    const requestId =
-      sent && REQUEST_ID_PATTERN.test(sent) ? sent : `req_${randomUUID().replaceAll('-', '')}`;
+    const requestId = sent && REQUEST_ID_PATTERN.test(sent) ? sent : `req_${randomUUID().replaceAll('-', '')}`;
     res.locals.requestId = requestId;
     res.locals.startedAt = performance.now();
     res.set('X-Request-Id', requestId);
+    const timer = setTimeout(() => {
+      if (res.headersSent) return;
+      res.locals.deadlinePassed = true;
+      sendProblem(res, new RequestTimeoutError());
+    }, requestTimeoutMs);
+    res.on('finish', () => clearTimeout(timer));
+    res.on('close', () => clearTimeout(timer));
     requestContext.run({ requestId, deadline: Date.now() + requestTimeoutMs }, next);
   };
 }

@@ -22,14 +22,13 @@ export async function respondIdempotently<P>(
     {
       accountId: res.locals.account!.id,
       key,
-      method: req.method,
-      path: `${req.baseUrl}${req.path}`,
       body: req.body as JsonObject,
     },
     params,
     deadline,
   );
   res.locals.idempotency = result.outcome;
+  if (res.locals.deadlinePassed) return; // already told 503 request_timeout; the stored answer waits for a retry
   if (result.error) throw result.error;
   const stored = result.response!;
   if (result.outcome === 'replayed') res.set('Idempotent-Replayed', 'true');

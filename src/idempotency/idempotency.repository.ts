@@ -22,6 +22,7 @@ const KEY_COLUMNS = [
   'response_status',
   'response_body',
   'response_headers',
+  'lease_token',
 ] as const;
 
 export type KeyRow = Pick<Selectable<IdempotencyKeysTable>, (typeof KEY_COLUMNS)[number]>;
@@ -48,6 +49,7 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
       request_body: JSON.stringify(k.body),
       recovery_point: 'intent_recorded',
       locked_at: sql<Date>`now()`,
+      lease_token: sql<string>`gen_random_uuid()`,
       expires_at: sql<Date>`now() + make_interval(secs => ${ttlSeconds})`,
     })
     .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
@@ -83,19 +85,31 @@ export async function deleteKey(db: DbOrTrx, id: string): Promise<void> {
   await db.deleteFrom('idempotency_keys').where('id', '=', id).execute();
 }
 
-export async function takeLease(db: DbOrTrx, id: string): Promise<void> {
-  await db
+const NEW_LEASE = {
+  locked_at: sql<Date>`now()`,
+  last_run_at: sql<Date>`now()`,
+  lease_token: sql<string>`gen_random_uuid()`,
+};
+
+/** Takes the lease on a locked row; returns its token, which names this holder. */
+export async function takeLease(db: DbOrTrx, id: string): Promise<string> {
+  const row = await db
     .updateTable('idempotency_keys')
-    .set({ locked_at: sql<Date>`now()`, last_run_at: sql<Date>`now()` })
+    .set(NEW_LEASE)
     .where('id', '=', id)
-    .execute();
+    .returning('lease_token')
+    .executeTakeFirstOrThrow();
+  return row.lease_token!;
 }
 
-export async function releaseLease(db: DbOrTrx, id: string): Promise<void> {
+/** Gives up the lease, unless someone else has taken it since. */
+export async function releaseLease(db: DbOrTrx, key: Pick<KeyRow, 'id' | 'lease_token'>): Promise<void> {
+  if (!key.lease_token) return;
   await db
     .updateTable('idempotency_keys')
-    .set({ locked_at: null })
-    .where('id', '=', id)
+    .set({ locked_at: null, lease_token: null })
+    .where('id', '=', key.id)
+    .where('lease_token', '=', key.lease_token)
     .where('recovery_point', '<>', 'finished')
     .execute();
 }
@@ -110,6 +124,7 @@ export async function finishKey(
     .set({
       recovery_point: 'finished',
       locked_at: null,
+      lease_token: null,
       response_status: response.status,
       response_body: JSON.stringify(response.body),
       response_headers: JSON.stringify(response.headers),
@@ -119,35 +134,36 @@ export async function finishKey(
 }
 
 /**
- * Takes the lease of up to `limit` requests that stopped before finishing (their process died, or they
- * failed and released the lease) and whose last run began more than a lease ago. SKIP LOCKED lets
- * several completers share the work; the lease keeps a client's retry from running beside them.
+ * Takes the lease of one request that stopped before finishing (its process died, or it failed and
+ * released the lease) and whose last run began more than a lease ago, expired or not: an accepted
+ * request is finished whatever its age. SKIP LOCKED lets several completers share the work; the
+ * lease keeps a client's retry from running beside them.
  */
-export async function leaseAbandonedKeys(db: DbOrTrx, leaseSeconds: number, limit: number): Promise<KeyRow[]> {
+export async function leaseAbandonedKey(db: DbOrTrx, leaseSeconds: number): Promise<KeyRow | undefined> {
   const abandoned = db
     .selectFrom('idempotency_keys')
     .select('id')
     .where('recovery_point', '<>', 'finished')
-    .where('expires_at', '>', sql<Date>`now()`)
     .where(sql<boolean>`coalesce(locked_at, last_run_at) <= now() - make_interval(secs => ${leaseSeconds})`)
     .orderBy('last_run_at')
-    .limit(limit)
+    .limit(1)
     .forUpdate()
     .skipLocked();
   return db
     .updateTable('idempotency_keys')
-    .set({ locked_at: sql<Date>`now()`, last_run_at: sql<Date>`now()` })
+    .set(NEW_LEASE)
     .where('id', 'in', abandoned)
     .returning(KEY_COLUMNS)
-    .execute();
+    .executeTakeFirst();
 }
 
-/** Deletes up to `limit` expired keys in one short statement; returns how many. */
+/** Deletes up to `limit` expired, finished keys in one short statement; returns how many. */
 export async function deleteExpiredKeys(db: DbOrTrx, limit: number): Promise<number> {
   const expired = db
     .selectFrom('idempotency_keys')
     .select('id')
     .where('expires_at', '<=', sql<Date>`now()`)
+    .where('recovery_point', '=', 'finished')
     .orderBy('expires_at')
     .limit(limit)
     .forUpdate()

@@ -16,7 +16,7 @@ import {
   insertKeyIfAbsent,
   type KeyRow,
   lockKeyById,
-  leaseAbandonedKeys,
+  leaseAbandonedKey,
   lockKeyByAccountKey,
   releaseLease,
   takeLease,
@@ -34,6 +34,9 @@ export interface StoredResponse {
 
 /** One kind of mutating request (create a charge, create a refund) run by the idempotency machinery. */
 export interface IdempotentOperation<Params> {
+  /** The endpoint, as stored with the key and fingerprinted; never the raw URL a client typed. */
+  method: 'POST';
+  path: string;
   /** Validates a body: the request's before anything is stored, and a stored one when resuming. */
   parse(body: unknown): Params;
   /** Inside the claiming transaction: the local rows of a new request. A thrown ProblemError becomes its stored answer. */
@@ -49,8 +52,6 @@ export type IdempotencyOutcome = 'new' | 'replayed' | 'in_use' | 'reused' | 'res
 export interface IdempotentRequest {
   accountId: string;
   key: string;
-  method: string;
-  path: string;
   body: JsonObject;
 }
 
@@ -78,30 +79,35 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   const { db, settings, logger } = deps;
 
   async function claimKey<P>(op: IdempotentOperation<P>, req: IdempotentRequest, params: P): Promise<Claim> {
-    const fingerprint = requestFingerprint(req.method, req.path, req.body);
+    const fingerprint = requestFingerprint(op.method, op.path, req.body);
     return db.transaction().execute(async (trx) => {
       for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
-        const inserted = await insertKeyIfAbsent(trx, { ...req, fingerprint }, settings.ttlSeconds);
+        const inserted = await insertKeyIfAbsent(
+          trx,
+          { ...req, method: op.method, path: op.path, fingerprint },
+          settings.ttlSeconds,
+        );
         if (inserted) return recordIntent(trx, op, inserted, params);
 
         const existing = await lockKeyByAccountKey(trx, req.accountId, req.key, settings.leaseSeconds);
         if (!existing) continue; // deleted between our insert and our select: try the insert again
-        if (existing.expired) {
-          // An expired key counts as absent at once, even before the reaper comes by.
+        if (existing.expired && existing.recovery_point === 'finished') {
+          // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
+          // does not: its request was accepted and must still be driven to its end.
           await deleteKey(trx, existing.id);
           continue;
         }
         const sameRequest =
           existing.request_fingerprint === fingerprint &&
-          existing.request_method === req.method &&
-          existing.request_path === req.path;
+          existing.request_method === op.method &&
+          existing.request_path === op.path;
         if (!sameRequest) return { kind: 'reused', first: existing };
         if (existing.recovery_point === 'finished') {
           return { kind: 'finished', outcome: 'replayed', response: storedResponse(existing) };
         }
         if (existing.leased) return { kind: 'in_use' };
-        await takeLease(trx, existing.id);
-        return { kind: 'resumed', key: existing };
+        const leaseToken = await takeLease(trx, existing.id);
+        return { kind: 'resumed', key: { ...existing, lease_token: leaseToken } };
       }
       throw new Error(`could not claim idempotency key after ${CLAIM_TRIES} tries`);
     });
@@ -139,7 +145,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       });
     } catch (err) {
       // Let a retry resume at once instead of waiting out the lease; if this fails too, the lease expires.
-      await releaseLease(db, key.id).catch((e) => logger.warn({ err: e }, 'could not release idempotency lease'));
+      await releaseLease(db, key).catch((e) => logger.warn({ err: e }, 'could not release idempotency lease'));
       throw err;
     }
   }
@@ -170,13 +176,15 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
    * recovery point, exactly as a client's retry with the same key would. Returns how many it finished.
    */
   async function completeAbandoned(
-    operations: Record<string, IdempotentOperation<unknown>>,
+    operations: IdempotentOperation<unknown>[],
     options: { limit: number; deadline: () => number },
   ): Promise<number> {
-    const keys = await leaseAbandonedKeys(db, settings.leaseSeconds, options.limit);
     let finished = 0;
-    for (const key of keys) {
-      const op = operations[`${key.request_method} ${key.request_path}`];
+    // One lease at a time, so no lease runs out while it waits its turn behind the others.
+    for (let n = 0; n < options.limit; n += 1) {
+      const key = await leaseAbandonedKey(db, settings.leaseSeconds);
+      if (!key) break;
+      const op = operations.find((o) => o.method === key.request_method && o.path === key.request_path);
       if (!op) {
         logger.error({ key_id: key.id, path: key.request_path }, 'completer: no operation for abandoned request');
         continue;

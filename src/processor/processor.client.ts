@@ -66,8 +66,9 @@ class Bulkhead {
 
 type Attempt = (path: string, body: unknown, key: string, timeoutMs: number) => Promise<{ id: string }>;
 
-// Below this much time left an attempt could not finish; better to answer pending now.
-const MIN_ATTEMPT_MS = 50;
+// Below this much time left an attempt would likely time out and count against a healthy processor;
+// better to answer pending now.
+const MIN_ATTEMPT_MS = 200;
 const RETRY_DELAY_CAP_MS = 1000;
 
 export type ProcessorSettings = Pick<

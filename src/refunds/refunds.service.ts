@@ -1,6 +1,7 @@
 // Refunds: the create flow as an idempotent operation (the same machinery as charges), settling, reads.
-// A charge's amount_refunded counts refunds that succeeded and those still in flight, so the refunded
-// total can never pass the charge: each new refund reserves its amount under the charge's row lock.
+// A charge's amount_refunded counts refunds that succeeded, those in flight, and those given up on with
+// the outcome unknown, so the refunded total can never pass the charge: each new refund reserves its
+// amount under the charge's row lock.
 import {
   addToAmountRefunded,
   findChargeById,
@@ -99,6 +100,8 @@ async function releaseAmount(trx: DbOrTrx, refund: RefundRow): Promise<void> {
 
 export function createRefundOperation(deps: RefundDeps): IdempotentOperation<CreateRefundParams> {
   return {
+    method: 'POST',
+    path: '/v1/refunds',
     parse: (body) => parseWith(createRefundSchema, body),
 
     async recordIntent(trx, key, params) {
@@ -152,15 +155,9 @@ export function createRefundSettler(deps: RefundDeps): Settler {
       const refund = await findRefundById(deps.db, id);
       if (refund?.status === 'pending') return true;
       if (refund?.status !== 'failed' || refund.failure_code !== PROCESSOR_UNAVAILABLE) return false;
-      // An operator redrove a refund we gave up on: it holds its amount again, if the charge still has it.
-      return deps.db.transaction().execute(async (trx) => {
-        const locked = (await lockRefundById(trx, id))!;
-        const charge = (await lockCharge(trx, locked.account_id, locked.charge_id))!;
-        if (locked.status !== 'failed' || charge.amount - charge.amount_refunded < locked.amount) return false;
-        await addToAmountRefunded(trx, charge.id, locked.amount);
-        await updateRefund(trx, id, { status: 'pending' });
-        return true;
-      });
+      // An operator redrove a refund we gave up on; it still holds its amount (see giveUp).
+      await updateRefund(deps.db, id, { status: 'pending' });
+      return true;
     },
     async call(id, deadline) {
       return callProcessorFor(deps, (await findRefundById(deps.db, id))!, deadline);
@@ -171,7 +168,8 @@ export function createRefundSettler(deps: RefundDeps): Settler {
     async giveUp(trx, id) {
       const refund = (await lockRefundById(trx, id))!;
       if (refund.status !== 'pending') return;
-      await releaseAmount(trx, refund);
+      // The processor may have paid it: the amount stays held, so the charge can never be refunded twice
+      // over. Only a refund the processor answered "failed" gives its amount back.
       await updateRefund(trx, id, {
         status: 'failed',
         processor_reference: null,

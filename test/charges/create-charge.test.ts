@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { charge, createTestContext, ledgerFor, newKey, postCharge, type TestContext } from '../helpers/context.ts';
@@ -149,6 +150,27 @@ describe('GET /v1/charges', () => {
     const last = await request(ctx.app).get(`/v1/charges?limit=2&starting_after=${newestFirst[3]}`).set(auth);
     expect(last.body.data.map((c: { id: string }) => c.id)).toEqual(newestFirst.slice(4));
     expect(last.body.has_more).toBe(false);
+  });
+
+  it('pages through charges created in the same millisecond without skipping any', async () => {
+    const { auth } = await ctx.account();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i += 1) ids.push((await postCharge(ctx, auth, newKey())).body.id);
+    // Same millisecond, different microseconds: what a busy database really stores.
+    for (const [i, id] of ids.entries()) {
+      await sql`update charges set created_at = ${`2026-01-01T00:00:00.123${400 + i}Z`}::timestamptz where id = ${id}`.execute(
+        ctx.t.db,
+      );
+    }
+    const seen: string[] = [];
+    let cursor = '';
+    for (let page = 0; page < 5; page += 1) {
+      const res = await request(ctx.app).get(`/v1/charges?limit=1${cursor}`).set(auth);
+      seen.push(...res.body.data.map((c: { id: string }) => c.id));
+      if (!res.body.has_more) break;
+      cursor = `&starting_after=${seen.at(-1)}`;
+    }
+    expect(seen).toEqual([...ids].reverse());
   });
 
   it('defaults to 10 and shows only the caller’s charges', async () => {

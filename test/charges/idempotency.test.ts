@@ -226,6 +226,39 @@ describe('POST /v1/charges idempotency', () => {
     expect(oldCharge.idempotency_key_id).toBeNull();
   });
 
+  it('names the endpoint, not the URL typed: a trailing slash or other letter case is the same request', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key);
+    for (const url of ['/v1/charges/', '/V1/Charges']) {
+      const again = await request(ctx.app).post(url).set(auth).set('Idempotency-Key', key).send(charge());
+      expect(again.status).toBe(201);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.id).toBe(first.body.id);
+    }
+    expect((await keyRow(account.id, key))!.request_path).toBe('/v1/charges');
+  });
+
+  it('does not treat an expired key as absent while its request is unfinished: a retry resumes it', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const { chargeId } = await leaveAbandonedCharge(ctx.t.db, {
+      accountId: account.id,
+      key,
+      body: charge(),
+      lockedSecondsAgo: 120,
+    });
+    await ctx.t.db
+      .updateTable('idempotency_keys')
+      .set({ expires_at: sql<Date>`now() - interval '1 second'` })
+      .where('account_id', '=', account.id)
+      .execute();
+    const retry = await postCharge(ctx, auth, key);
+    expect(retry.status).toBe(201);
+    expect(retry.body.id).toBe(chargeId);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+  });
+
   it('keeps a key for 24 hours by default, by the database clock', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();

@@ -51,6 +51,19 @@ describe('the completer', () => {
     expect(client.body.id).toBe(chargeId);
   });
 
+  it('finishes an abandoned request even after its key expired', async () => {
+    const { account, auth } = await ctx.account();
+    const { keyId, chargeId } = await abandonedCharge(ctx, account.id, newKey());
+    await ctx.t.db
+      .updateTable('idempotency_keys')
+      .set({ expires_at: sql<Date>`now() - interval '1 minute'` })
+      .where('id', '=', keyId)
+      .execute();
+    await expect
+      .poll(async () => (await readCharge(ctx, auth, chargeId)).status, { timeout: 15_000, interval: 200 })
+      .toBe('succeeded');
+  });
+
   it('leaves alone a request whose lease is still held', async () => {
     const { account } = await ctx.account();
     const { keyId } = await abandonedCharge(ctx, account.id, newKey());
@@ -69,8 +82,15 @@ describe('the reaper', () => {
   });
   afterAll(() => ctx.destroy());
 
-  it('deletes only expired keys, in batches, keeping their charges', async () => {
+  it('deletes only expired, finished keys, in batches, keeping their charges', async () => {
     const { account, auth } = await ctx.account();
+    // An accepted request that has not finished is never reaped, however old its key.
+    const unfinished = await abandonedCharge(ctx, account.id, newKey());
+    await ctx.t.db
+      .updateTable('idempotency_keys')
+      .set({ expires_at: sql<Date>`now() - interval '1 minute'`, locked_at: sql<Date>`now() + interval '1 hour'` })
+      .where('id', '=', unfinished.keyId)
+      .execute();
     const keys = Array.from({ length: 7 }, () => newKey());
     const charges = [];
     for (const key of keys) charges.push((await postCharge(ctx, auth, key)).body.id as string);
@@ -85,8 +105,10 @@ describe('the reaper', () => {
     await ctx.startWorker();
     const remaining = () =>
       ctx.t.db.selectFrom('idempotency_keys').select('key').where('account_id', '=', account.id).execute();
-    await expect.poll(async () => (await remaining()).length, { timeout: 15_000, interval: 200 }).toBe(2);
-    expect((await remaining()).map((r) => r.key).sort()).toEqual(keys.slice(5).sort());
+    await expect.poll(async () => (await remaining()).length, { timeout: 15_000, interval: 200 }).toBe(3);
+    const left = (await remaining()).map((r) => r.key);
+    expect(left).toEqual(expect.arrayContaining(keys.slice(5)));
+    expect(left).toHaveLength(3);
     for (const id of charges) expect((await readCharge(ctx, auth, id)).status).toBe('succeeded');
     const reaped = ctx.logs.lines.filter((l) => l.msg === 'reaper deleted expired idempotency keys');
     expect(reaped.reduce((sum, l) => sum + Number(l.reaped), 0)).toBe(5);

@@ -119,6 +119,39 @@ describe('a processor down past the settle budget', () => {
     expect(entries).toHaveLength(1);
     expect((await readCharge(ctx, auth, res.body.id)).failure_code).toBeNull();
   });
+  it('gives up on a refund without giving its amount back, and settles it once after a redrive', async () => {
+    const { auth } = await ctx.account();
+    const created = await postCharge(ctx, auth, newKey(), { amount: 1000, currency: 'usd', source: 'tok_visa' });
+    expect(created.status).toBe(201);
+    await ctx.setChaos({ mode: 'down' });
+    const refund = await request(ctx.app)
+      .post('/v1/refunds')
+      .set(auth)
+      .set('Idempotency-Key', newKey())
+      .send({ charge: created.body.id, amount: 400 });
+    expect(refund.status).toBe(202);
+    const readRefund = async () => (await request(ctx.app).get(`/v1/refunds/${refund.body.id}`).set(auth)).body;
+    await expect.poll(async () => (await readRefund()).status, { timeout: 20_000, interval: 200 }).toBe('failed');
+    expect((await readRefund()).failure_code).toBe('processor_unavailable');
+    // The processor may have paid it: the 400 stays held, so nobody can refund past the charge meanwhile.
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(400);
+
+    await ctx.setChaos({ mode: 'healthy' });
+    const retry = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/jobs-retry-dead.ts'], {
+      env: { ...process.env, DATABASE_URL: ctx.t.url },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(retry.status, retry.stderr).toBe(0);
+    await expect.poll(async () => (await readRefund()).status, { timeout: 20_000, interval: 200 }).toBe('succeeded');
+    const row = await ctx.t.db
+      .selectFrom('refunds')
+      .select('processor_idempotency_key')
+      .where('id', '=', refund.body.id)
+      .executeTakeFirstOrThrow();
+    expect(ledgerFor((await ctx.ledger()).entries, row.processor_idempotency_key)).toHaveLength(1);
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(400);
+  });
 });
 
 describe('the transaction that leaves a charge pending', () => {

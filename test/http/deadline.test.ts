@@ -1,0 +1,39 @@
+// The request deadline holds even when the database makes a request wait: a row locked by someone else.
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestContext, newKey, postCharge, type TestContext } from '../helpers/context.ts';
+import { expectProblem } from '../helpers/problem.ts';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await createTestContext({ REQUEST_TIMEOUT_MS: '1000', DB_STATEMENT_TIMEOUT_MS: '10000' });
+});
+afterAll(() => ctx.destroy());
+
+describe('the request deadline', () => {
+  it('answers 503 request_timeout at the deadline while a row lock holds the request, and a retry gets the answer', async () => {
+    const { account, auth } = await ctx.account();
+    const key = newKey();
+    const first = await postCharge(ctx, auth, key);
+    expect(first.status).toBe(201);
+
+    const blocker = await ctx.t.pool.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('select id from idempotency_keys where account_id = $1 and key = $2 for update', [account.id, key]);
+      const waited = await postCharge(ctx, auth, key).timeout(8000);
+      expectProblem(waited, 503, 'request_timeout');
+      expect(waited.headers['retry-after']).toBe('1');
+      expect(waited.body.detail).toContain('same Idempotency-Key');
+      // The process keeps serving while that request's work is still parked on the lock.
+      expect((await request(ctx.app).get('/livez')).status).toBe(200);
+    } finally {
+      await blocker.query('commit');
+      blocker.release();
+    }
+    const retry = await postCharge(ctx, auth, key);
+    expect(retry.status).toBe(201);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(retry.text).toBe(first.text);
+  });
+});

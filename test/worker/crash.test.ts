@@ -143,3 +143,38 @@ describe('a crash mid-request', () => {
     expect(completed || resumed).toBe(true);
   });
 });
+
+describe('a graceful shutdown', () => {
+  it('lets the request in flight finish on SIGTERM, then exits 0', async () => {
+    const { auth } = await makeAccount(t.db);
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const api = startProcess('api', {
+      DATABASE_URL: t.url,
+      PROCESSOR_URL: simulator.url,
+      PORT: String(port),
+      SHUTDOWN_GRACE_MS: '5000',
+    });
+    await waitReady(url);
+    await request(simulator.url).put('/chaos').send({ mode: 'slow', latency_ms: 1000, jitter_ms: 0 });
+    try {
+      const reached = simulator.state.requests.charges;
+      const inFlight = request(url)
+        .post('/v1/charges')
+        .set(auth)
+        .set('Idempotency-Key', `graceful-${Date.now()}`)
+        .send({ amount: 100, currency: 'usd', source: 'tok_visa' })
+        .then((r) => r);
+      await expect.poll(() => simulator.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(reached + 1);
+      const exited = new Promise<number | null>((resolve) => api.child.once('exit', (code) => resolve(code)));
+      api.child.kill('SIGTERM');
+      const res = await inFlight;
+      expect(res.status).toBe(201);
+      expect(await exited).toBe(0);
+      expect(api.lines.some((l) => l.msg === 'shutting down: readiness fails, in-flight requests finish')).toBe(true);
+      say(`SIGTERM with a charge in flight: it answered ${res.status}, then the process exited 0`);
+    } finally {
+      await request(simulator.url).put('/chaos').send({ mode: 'healthy' });
+    }
+  });
+});

@@ -35,6 +35,17 @@ const processorKeyOf = async (ctx: TestContext, chargeId: string) =>
       .executeTakeFirstOrThrow()
   ).processor_idempotency_key;
 
+/** Runs the operator's command, `npm run jobs:retry-dead`, against this test's database; returns what it printed. */
+function retryDeadJobs(ctx: TestContext): string {
+  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/jobs-retry-dead.ts'], {
+    env: { ...process.env, DATABASE_URL: ctx.t.url },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  expect(run.status, run.stderr).toBe(0);
+  return run.stdout;
+}
+
 describe('settling pending charges', () => {
   let ctx: TestContext;
   beforeAll(async () => {
@@ -104,13 +115,7 @@ describe('a processor down past the settle budget', () => {
     expect(metrics.text).toMatch(/^settle_dead_letter_queue_size \d+$/m);
 
     await ctx.setChaos({ mode: 'healthy' });
-    const retry = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/jobs-retry-dead.ts'], {
-      env: { ...process.env, DATABASE_URL: ctx.t.url },
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-    expect(retry.status, retry.stderr).toBe(0);
-    expect(retry.stdout).toMatch(/moved 1 dead-lettered settle job/);
+    expect(retryDeadJobs(ctx)).toMatch(/moved 1 dead-lettered settle job/);
 
     await expect
       .poll(async () => (await readCharge(ctx, auth, res.body.id)).status, { timeout: 20_000, interval: 200 })
@@ -137,12 +142,7 @@ describe('a processor down past the settle budget', () => {
     expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(400);
 
     await ctx.setChaos({ mode: 'healthy' });
-    const retry = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/jobs-retry-dead.ts'], {
-      env: { ...process.env, DATABASE_URL: ctx.t.url },
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-    expect(retry.status, retry.stderr).toBe(0);
+    expect(retryDeadJobs(ctx)).toMatch(/moved 1 dead-lettered settle job/);
     await expect.poll(async () => (await readRefund()).status, { timeout: 20_000, interval: 200 }).toBe('succeeded');
     const row = await ctx.t.db
       .selectFrom('refunds')

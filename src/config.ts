@@ -43,6 +43,9 @@ export const configSchema = z.object({
   MAX_IN_FLIGHT_REQUESTS: int(200, 1, 100000).describe(
     'Requests served at once before new ones get 503 overloaded.',
   ),
+  SHUTDOWN_DRAIN_MS: int(0, 0, 600000).describe(
+    'After SIGTERM, how long /readyz answers 503 before the listener closes (a few seconds behind a load balancer).',
+  ),
   SHUTDOWN_GRACE_MS: int(10000, 0, 600000).describe('How long in-flight requests may finish after SIGTERM.'),
   PROCESSOR_URL: z.url().default('http://127.0.0.1:4010').describe('Base URL of the card processor.'),
   PROCESSOR_PORT: int(4010, 0, 65535).describe('Port of the processor simulator when this process runs it.'),

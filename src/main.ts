@@ -1,12 +1,14 @@
 // Composition root of the process: reads config, owns the database, ports, signals and shutdown.
 // `tsx src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
 import type { Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { countAccounts } from './accounts/accounts.repository.ts';
 import { createAccount } from './accounts/accounts.service.ts';
 import { compose } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { createDb, createPool, migrateToLatest } from './db/database.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
+import { PROBLEM_TYPE_BASE } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { startSimulator } from './simulator/simulator.ts';
 
@@ -64,6 +66,7 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
     server.headersTimeout = 10_000;
     server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
+    server.on('clientError', answerClientError);
     const address = server.address();
     const baseUrl = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.PORT}`;
     logger.info({ role, url: baseUrl }, 'api listening');
@@ -74,6 +77,10 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ signal }, 'shutting down: readiness fails, in-flight requests finish');
+    if (server && config.SHUTDOWN_DRAIN_MS > 0) {
+      // Readiness already fails; keep serving while load balancers notice and stop sending.
+      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_MS));
+    }
     if (server) {
       const s = server;
       const grace = setTimeout(() => s.closeAllConnections(), config.SHUTDOWN_GRACE_MS);
@@ -88,6 +95,33 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/**
+ * Requests Node's HTTP parser refuses before express sees them (malformed, headers too large, too slow)
+ * still get a problem+json answer rather than bare text.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, title] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'Request headers too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'Request timeout']
+        : [400, 'bad_request', 'Bad request'];
+  const body = JSON.stringify({
+    type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`,
+    title,
+    status,
+    detail: 'The HTTP request could not be read.',
+    code,
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** On the very first start, a demo account and its key, so a new user can paste a curl line. */

@@ -79,11 +79,11 @@ export function createWorker(deps: WorkerDeps) {
         }),
       );
       every(config.REAPER_INTERVAL_SECONDS, 'reaper', async () => {
-        const reaped = await services.idempotency.reapExpired({
+        const { reaped, batches } = await services.idempotency.reapExpired({
           batchSize: config.REAPER_BATCH_SIZE,
           maxBatches: REAPER_MAX_BATCHES,
         });
-        if (reaped) logger.info({ reaped }, 'reaper deleted expired idempotency keys');
+        if (reaped) logger.info({ reaped, batches }, 'reaper deleted expired idempotency keys');
       });
       logger.info('worker started: settle jobs, completer, reaper');
     },

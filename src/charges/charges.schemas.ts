@@ -11,15 +11,23 @@ export const TEST_SOURCES = [
 
 export const MAX_AMOUNT = 99_999_999;
 
+/** Text Postgres can store: well-formed UTF-16 (no lone surrogates) and no NUL character. */
+export const text = () =>
+  z.string().refine((s) => s.isWellFormed() && !s.includes('\u0000'), 'must be text without NUL or lone surrogates');
+
+/** An object id as we make them: a prefix and up to 64 URL-safe characters. */
+export const objectId = (prefix: string) =>
+  z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_-]{1,64}$`), `must be an id like ${prefix}_…`);
+
 export const metadataSchema = z
-  .record(z.string().min(1).max(40), z.string().max(500))
+  .record(text().min(1).max(40), text().max(500))
   .refine((m) => Object.keys(m).length <= 20, 'at most 20 keys');
 
 export const createChargeSchema = z.strictObject({
   amount: z.number().int().min(1).max(MAX_AMOUNT).describe('In the currency’s minor unit (1000 usd is $10.00).'),
   currency: z.enum(CURRENCIES).describe('Lowercase ISO 4217 code.'),
   source: z.enum(TEST_SOURCES).describe('A test card token; the processor simulator decides by it.'),
-  description: z.string().max(500).optional(),
+  description: text().max(500).optional(),
   metadata: metadataSchema.optional().describe('Up to 20 string keys (1–40 characters) with string values.'),
 });
 export type CreateChargeParams = z.infer<typeof createChargeSchema>;
@@ -49,5 +57,5 @@ export const chargeListSchema = z.object({
 
 export const listChargesQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(10),
-  starting_after: z.string().min(1).max(64).optional(),
+  starting_after: objectId('ch').optional(),
 });

@@ -20,7 +20,7 @@ import {
   PROCESSOR_UNAVAILABLE,
   settleCharge,
 } from './charges.repository.ts';
-import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
+import { type Charge, type CreateChargeParams, createChargeSchema, objectId } from './charges.schemas.ts';
 
 export function presentCharge(charge: ChargeRow): Charge {
   return {
@@ -152,7 +152,7 @@ export function createChargeSettler(deps: ChargeDeps): Settler {
 }
 
 export async function getCharge(db: Db, accountId: string, id: string) {
-  const charge = await findCharge(db, accountId, id);
+  const charge = objectId('ch').safeParse(id).success ? await findCharge(db, accountId, id) : undefined;
   if (!charge) throw new NotFoundError(`No charge ${id}.`);
   return presentCharge(charge);
 }

@@ -25,7 +25,7 @@ export async function withDatabase(
   const pool = createPool(config.DATABASE_URL ?? embedded!.url, config, logger);
   const db = createDb(pool);
   try {
-    await migrateToLatest(db);
+    if (config.MIGRATE_ON_START) await migrateToLatest(db);
     await task(db, { pool, config });
   } finally {
     await db.destroy();

@@ -204,14 +204,19 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   }
 
   /** The reaper: removes expired keys in short batches, so it never holds many locks for long. */
-  async function reapExpired(options: { batchSize: number; maxBatches: number }): Promise<number> {
-    let total = 0;
-    for (let batch = 0; batch < options.maxBatches; batch += 1) {
+  async function reapExpired(options: {
+    batchSize: number;
+    maxBatches: number;
+  }): Promise<{ reaped: number; batches: number }> {
+    let reaped = 0;
+    let batches = 0;
+    while (batches < options.maxBatches) {
       const deleted = await deleteExpiredKeys(db, options.batchSize);
-      total += deleted;
+      batches += 1;
+      reaped += deleted;
       if (deleted < options.batchSize) break;
     }
-    return total;
+    return { reaped, batches };
   }
 
   return { execute, drive, completeAbandoned, reapExpired };

@@ -2,6 +2,7 @@
 // A charge's amount_refunded counts refunds that succeeded, those in flight, and those given up on with
 // the outcome unknown, so the refunded total can never pass the charge: each new refund reserves its
 // amount under the charge's row lock.
+import { objectId } from '../charges/charges.schemas.ts';
 import {
   addToAmountRefunded,
   findChargeById,
@@ -181,7 +182,7 @@ export function createRefundSettler(deps: RefundDeps): Settler {
 }
 
 export async function getRefund(db: Db, accountId: string, id: string) {
-  const refund = await findRefund(db, accountId, id);
+  const refund = objectId('re').safeParse(id).success ? await findRefund(db, accountId, id) : undefined;
   if (!refund) throw new NotFoundError(`No refund ${id}.`);
   return presentRefund(refund);
 }

@@ -6,7 +6,7 @@ import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
 beforeAll(async () => {
-  ctx = await createTestContext({ REQUEST_TIMEOUT_MS: '2000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '300' });
+  ctx = await createTestContext({ REQUEST_TIMEOUT_MS: '3000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '1000' });
 });
 afterAll(() => ctx.destroy());
 
@@ -115,9 +115,9 @@ describe('GET /v1/charges/:id', () => {
     expectProblem(await request(ctx.app).get(`/v1/charges/${created.body.id}`).set(other.auth), 404, 'not_found');
   });
 
-  it('answers 404 for an unknown id', async () => {
+  it.each(['ch_doesnotexist', 're_notacharge', '%00', 'ch_%F0%9F%92%A5'])('answers 404 for the id %s', async (id) => {
     const { auth } = await ctx.account();
-    expectProblem(await request(ctx.app).get('/v1/charges/ch_doesnotexist').set(auth), 404, 'not_found');
+    expectProblem(await request(ctx.app).get(`/v1/charges/${id}`).set(auth), 404, 'not_found');
   });
 
   it('ignores an Idempotency-Key header and stores nothing', async () => {
@@ -189,6 +189,7 @@ describe('GET /v1/charges', () => {
     ['limit=ten', 'limit'],
     ['colour=red', 'colour'],
     ['starting_after=ch_unknown', 'starting_after'],
+    ['starting_after=%00', 'starting_after'],
   ])('answers 400 validation_failed for %s', async (query, path) => {
     const { auth } = await ctx.account();
     const res = await request(ctx.app).get(`/v1/charges?${query}`).set(auth);

@@ -1,4 +1,6 @@
 // Every rule under "Idempotency" in API.md, caused for real against Postgres and the simulator.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +18,7 @@ import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
 beforeAll(async () => {
-  ctx = await createTestContext({ IDEMPOTENCY_LEASE_SECONDS: '60' });
+  ctx = await createTestContext({ IDEMPOTENCY_LEASE_SECONDS: '60', DB_POOL_MAX: '20', DB_CONNECTION_TIMEOUT_MS: '10000' });
 });
 afterAll(() => ctx.destroy());
 
@@ -263,16 +265,17 @@ describe('POST /v1/charges idempotency', () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
     await postCharge(ctx, auth, key);
-    const { rows } = await sql<{ ttl: number }>`
-      select extract(epoch from expires_at - created_at)::int as ttl from idempotency_keys
+    // Exact to the microsecond: both ends come from the same now() of one statement, not from this process.
+    const { rows } = await sql<{ exact: boolean }>`
+      select expires_at - created_at = interval '86400 seconds' as exact from idempotency_keys
       where account_id = ${account.id} and key = ${key}`.execute(ctx.t.db);
-    expect(rows[0]!.ttl).toBe(86400);
+    expect(rows[0]!.exact).toBe(true);
   });
 
   it('answers 409 idempotency_key_in_use with Retry-After while the first request is in flight', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
-    await ctx.setChaos({ mode: 'slow', latency_ms: 800, jitter_ms: 0 });
+    await ctx.setChaos({ mode: 'slow', latency_ms: 1200, jitter_ms: 0 });
     try {
       const first = postCharge(ctx, auth, key).then((r) => r);
       await expect.poll(() => keyRow(account.id, key), { timeout: 5000, interval: 20 }).toBeDefined();
@@ -292,12 +295,31 @@ describe('POST /v1/charges idempotency', () => {
   it('stores the response before sending it, so a retry the instant the answer arrives is a replay', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
-    const first = await postCharge(ctx, auth, key);
-    const row = await keyRow(account.id, key);
-    expect(row).toMatchObject({ recovery_point: 'finished', response_status: first.status, locked_at: null });
-    expect(row!.response_body).toEqual(first.body);
-    const retry = await postCharge(ctx, auth, key);
-    expect(retry.headers['idempotent-replayed']).toBe('true');
+    const server = ctx.app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const { port } = server.address() as AddressInfo;
+    try {
+      // The retry leaves the moment the first answer's status line arrives, before its body is read.
+      const retry = await new Promise<request.Response>((resolve, reject) => {
+        const first = http.request(
+          { port, method: 'POST', path: '/v1/charges', headers: { ...auth, 'idempotency-key': key, 'content-type': 'application/json' } },
+          (res) => {
+            expect(res.statusCode).toBe(201);
+            postCharge(ctx, auth, key).then(resolve, reject);
+            res.resume();
+          },
+        );
+        first.on('error', reject);
+        first.end(JSON.stringify(charge()));
+      });
+      expect(retry.status).toBe(201);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      const row = await keyRow(account.id, key);
+      expect(row).toMatchObject({ recovery_point: 'finished', response_status: 201, locked_at: null });
+      expect(row!.response_body).toEqual(retry.body);
+    } finally {
+      server.close();
+    }
   });
 
   it('resumes a request whose lease expired (a crashed request) and completes it exactly once', async () => {
@@ -321,7 +343,7 @@ describe('POST /v1/charges idempotency', () => {
     expect(ledgerFor((await ctx.ledger()).entries, `charge_${keyId}`)).toHaveLength(1);
   });
 
-  it('answers 409 for a request still inside its lease, even one that looks abandoned', async () => {
+  it('answers 409 while the first request waits on a processor that hangs, and never charges twice', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
     await ctx.setChaos({ mode: 'hang' });
@@ -332,6 +354,8 @@ describe('POST /v1/charges idempotency', () => {
       expectProblem(await postCharge(ctx, auth, key), 409, 'idempotency_key_in_use');
       await ctx.setChaos({ mode: 'healthy' });
       expect([201, 202]).toContain((await pending).status);
+      expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+      expect((await processorEntriesFor(account.id, key)).length).toBeLessThanOrEqual(1);
     } finally {
       await ctx.setChaos({ mode: 'healthy' });
     }

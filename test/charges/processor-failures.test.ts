@@ -16,8 +16,8 @@ describe('a processor that misbehaves', () => {
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext({
-      REQUEST_TIMEOUT_MS: '1500',
-      PROCESSOR_ATTEMPT_TIMEOUT_MS: '300',
+      REQUEST_TIMEOUT_MS: '3000',
+      PROCESSOR_ATTEMPT_TIMEOUT_MS: '500',
       PROCESSOR_RETRY_BASE_MS: '10',
       BREAKER_VOLUME_THRESHOLD: '1000',
     });
@@ -89,8 +89,8 @@ describe('the processor circuit breaker', () => {
       PROCESSOR_MAX_ATTEMPTS: '1',
       BREAKER_VOLUME_THRESHOLD: '4',
       BREAKER_ERROR_THRESHOLD_PERCENT: '50',
-      BREAKER_ROLLING_WINDOW_MS: '1000',
-      BREAKER_RESET_TIMEOUT_MS: '1000',
+      BREAKER_ROLLING_WINDOW_MS: '4000',
+      BREAKER_RESET_TIMEOUT_MS: '4000',
     });
   });
   afterAll(() => ctx.destroy());
@@ -111,7 +111,7 @@ describe('the processor circuit breaker', () => {
     expect((await ctx.ledger()).requests.charges).toBe(reached);
 
     await ctx.setChaos({ mode: 'healthy' });
-    await expect.poll(() => ctx.processor.breakerState(), { timeout: 5000, interval: 50 }).toBe('half_open');
+    await expect.poll(() => ctx.processor.breakerState(), { timeout: 10_000, interval: 50 }).toBe('half_open');
     const probe = await postCharge(ctx, auth, newKey());
     expect(probe.status).toBe(201);
     expect(ctx.processor.breakerState()).toBe('closed');

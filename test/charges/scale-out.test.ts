@@ -12,9 +12,9 @@ const copies: BuiltApp[] = [];
 const pools: { end(): Promise<void> }[] = [];
 
 beforeAll(async () => {
-  ctx = await createTestContext();
+  ctx = await createTestContext({ DB_CONNECTION_TIMEOUT_MS: '10000' });
   for (let i = 0; i < 2; i += 1) {
-    const pool = createPool(ctx.t.url, loadConfig({}), createLogger('silent'));
+    const pool = createPool(ctx.t.url, loadConfig({ DB_CONNECTION_TIMEOUT_MS: '10000' }), createLogger('silent'));
     pools.push(pool);
     copies.push(await buildApp({ pool }, { PROCESSOR_URL: ctx.simulator.url }));
   }
@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 describe('three api copies on one database', () => {
-  it('charge once for one key sent to all of them at once', async () => {
+  it('charges once for one key sent to all of them at once', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
     const apps = [ctx.app, ...copies.map((c) => c.app)];

@@ -3,6 +3,9 @@ import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import type { Chaos, LedgerEntry } from '../../src/simulator/simulator.ts';
 import { type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createPool } from '../../src/db/database.ts';
+import { createLogger } from '../../src/logger.ts';
 import type { Worker } from '../../src/worker.ts';
 import { type BuiltApp, buildApp } from './app.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -22,7 +25,10 @@ export interface TestContext extends BuiltApp {
 export async function createTestContext(env: Record<string, string> = {}): Promise<TestContext> {
   const t = await createTestDatabase();
   const simulator = await startSimulator();
-  const built = await buildApp(t, { PROCESSOR_URL: simulator.url, ...env });
+  const settings = { PROCESSOR_URL: simulator.url, ...env };
+  // The app gets a pool of its own, built from the same settings, so DB_* variables take effect.
+  const pool = createPool(t.url, loadConfig(settings), createLogger('silent'));
+  const built = await buildApp({ pool }, settings);
   const workers: Worker[] = [];
   return {
     ...built,
@@ -45,6 +51,7 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
     async destroy() {
       for (const worker of workers) await worker.stop();
       await built.close();
+      await pool.end();
       await simulator.close();
       await t.destroy();
     },

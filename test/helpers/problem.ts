@@ -12,5 +12,6 @@ export function expectProblem(res: request.Response, status: number, code: strin
     detail: expect.any(String),
     code,
   });
+  expect(res.body.request_id).toBe(res.headers['x-request-id']);
   expect(res.text).not.toMatch(/<html|<pre>|at .*\.ts:\d+|select |insert /i);
 }

@@ -6,7 +6,7 @@ import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
 beforeAll(async () => {
-  ctx = await createTestContext({ REQUEST_TIMEOUT_MS: '1000', DB_STATEMENT_TIMEOUT_MS: '10000' });
+  ctx = await createTestContext({ REQUEST_TIMEOUT_MS: '2500', DB_STATEMENT_TIMEOUT_MS: '20000' });
 });
 afterAll(() => ctx.destroy());
 

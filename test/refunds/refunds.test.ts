@@ -217,5 +217,6 @@ describe('GET /v1/refunds/:id', () => {
     expect(read.body).toEqual(created.body);
     const stranger = await ctx.account();
     expectProblem(await request(ctx.app).get(`/v1/refunds/${created.body.id}`).set(stranger.auth), 404, 'not_found');
+    expectProblem(await request(ctx.app).get('/v1/refunds/%00').set(auth), 404, 'not_found');
   });
 });

@@ -1,6 +1,7 @@
 // A real crash: the api is a child process, killed with SIGKILL while a charge is in flight at the
 // processor; fresh processes, the client's retries and the completer then finish it exactly once.
 import { type ChildProcess, spawn } from 'node:child_process';
+import net from 'node:net';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
@@ -153,6 +154,7 @@ describe('a graceful shutdown', () => {
       DATABASE_URL: t.url,
       PROCESSOR_URL: simulator.url,
       PORT: String(port),
+      SHUTDOWN_DRAIN_MS: '1500',
       SHUTDOWN_GRACE_MS: '5000',
     });
     await waitReady(url);
@@ -168,6 +170,13 @@ describe('a graceful shutdown', () => {
       await expect.poll(() => simulator.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(reached + 1);
       const exited = new Promise<number | null>((resolve) => api.child.once('exit', (code) => resolve(code)));
       api.child.kill('SIGTERM');
+      // Readiness fails first, while the listener still answers, so a load balancer can stop sending.
+      await expect
+        .poll(async () => (await request(url).get('/readyz').catch(() => ({ status: 0 }))).status, {
+          timeout: 1000,
+          interval: 20,
+        })
+        .toBe(503);
       const res = await inFlight;
       expect(res.status).toBe(201);
       expect(await exited).toBe(0);
@@ -176,5 +185,25 @@ describe('a graceful shutdown', () => {
     } finally {
       await request(simulator.url).put('/chaos').send({ mode: 'healthy' });
     }
+  });
+});
+
+describe('the api process', () => {
+  it('answers a request its HTTP parser cannot read with problem+json, not bare text', async () => {
+    const port = await freePort();
+    startProcess('api', { DATABASE_URL: t.url, PROCESSOR_URL: simulator.url, PORT: String(port) });
+    await waitReady(`http://127.0.0.1:${port}`);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write('NOT HTTP AT ALL\r\n\r\n'));
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += chunk.toString();
+      });
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('Content-Type: application/problem+json');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ status: 400, code: 'bad_request' });
   });
 });

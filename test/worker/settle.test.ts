@@ -112,7 +112,6 @@ describe('a processor down past the settle budget', () => {
     ).toBe(true);
     const metrics = await request(ctx.app).get('/metrics');
     expect(metrics.text).toMatch(/^settle_dead_letters_total\{kind="charge"\} 1$/m);
-    expect(metrics.text).toMatch(/^settle_dead_letter_queue_size \d+$/m);
 
     await ctx.setChaos({ mode: 'healthy' });
     expect(retryDeadJobs(ctx)).toMatch(/moved 1 dead-lettered settle job/);

@@ -1,12 +1,15 @@
 // Charges: the create flow as an idempotent operation, and the reads.
 import type { Db } from '../db/database.ts';
-import { NotFoundError, ProblemError, ValidationError } from '../errors.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
 import { parseWith } from '../http/validation.ts';
-import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
+import {
+  type IdempotentOperation,
+  paymentResponse,
+  type StoredResponse,
+} from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
 import type { ProcessorClient, ProcessorOutcome } from '../processor/processor.client.ts';
-import { currentRequestId } from '../request-context.ts';
-import type { Answer, Settler } from '../jobs/settle.ts';
+import { type Answer, GIVE_UP_MESSAGE, type Settler } from '../jobs/settle.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import {
   type ChargeRow,
@@ -40,8 +43,6 @@ export function presentCharge(charge: ChargeRow): Charge {
   };
 }
 
-const chargeLocation = (charge: ChargeRow) => `/v1/charges/${charge.id}`;
-
 /** What the processor's answer means for a pending charge. */
 function settlementOf(answer: Answer): ChargeSettlement {
   return answer.kind === 'approved'
@@ -63,24 +64,8 @@ function callProcessorFor(processor: ProcessorClient, charge: ChargeRow, deadlin
 }
 
 /** The answer a charge's current state deserves: 201 succeeded, 402 declined, 202 pending. */
-export function chargeResponse(charge: ChargeRow): StoredResponse {
-  const body = presentCharge(charge);
-  const location = chargeLocation(charge);
-  if (charge.status === 'succeeded') {
-    return { status: 201, body, headers: { 'Content-Type': 'application/json', Location: location } };
-  }
-  if (charge.status === 'pending') {
-    return { status: 202, body, headers: { 'Content-Type': 'application/json', Location: location } };
-  }
-  const declined = new ProblemError(402, charge.failure_code!, 'Card declined', charge.failure_message!, {
-    extra: { charge: body },
-  });
-  return {
-    status: 402,
-    body: declined.toBody(currentRequestId()),
-    headers: { 'Content-Type': 'application/problem+json', Location: location },
-  };
-}
+export const chargeResponse = (charge: ChargeRow): StoredResponse =>
+  paymentResponse(charge, 'charge', presentCharge(charge), 'Card declined');
 
 export interface ChargeDeps {
   db: Db;
@@ -128,14 +113,11 @@ export function createChargeOperation(deps: ChargeDeps): IdempotentOperation<Cre
 
 export function createChargeSettler(deps: ChargeDeps): Settler {
   return {
-    async prepare(id) {
+    async askProcessor(id, deadline) {
       const charge = await findChargeById(deps.db, id);
-      return (
-        charge?.status === 'pending' || (charge?.status === 'failed' && charge.failure_code === PROCESSOR_UNAVAILABLE)
-      );
-    },
-    async call(id, deadline) {
-      return callProcessorFor(deps.processor, (await findChargeById(deps.db, id))!, deadline);
+      const unsettled =
+        charge?.status === 'pending' || (charge?.status === 'failed' && charge.failure_code === PROCESSOR_UNAVAILABLE);
+      return unsettled ? callProcessorFor(deps.processor, charge, deadline) : undefined;
     },
     async apply(trx, id, answer) {
       await settleCharge(trx, id, settlementOf(answer));
@@ -145,7 +127,7 @@ export function createChargeSettler(deps: ChargeDeps): Settler {
         status: 'failed',
         processor_reference: null,
         failure_code: PROCESSOR_UNAVAILABLE,
-        failure_message: 'The processor could not be reached within the settle window.',
+        failure_message: GIVE_UP_MESSAGE,
       });
     },
   };

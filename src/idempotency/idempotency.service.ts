@@ -69,6 +69,34 @@ export interface IdempotencySettings {
 // A claim that keeps losing races to concurrent deletes and inserts of the same key gives up after this.
 const CLAIM_TRIES = 3;
 
+/**
+ * The answer a charge or refund deserves by its status: 201 succeeded, 202 pending (follow Location),
+ * 402 failed as problem+json carrying the object. Both operations store what this returns.
+ */
+export function paymentResponse(
+  row: {
+    id: string;
+    status: 'pending' | 'succeeded' | 'failed';
+    failure_code: string | null;
+    failure_message: string | null;
+  },
+  object: 'charge' | 'refund',
+  body: JsonObject,
+  failedTitle: string,
+): StoredResponse {
+  const headers = { 'Content-Type': 'application/json', Location: `/v1/${object}s/${row.id}` };
+  if (row.status === 'succeeded') return { status: 201, body, headers };
+  if (row.status === 'pending') return { status: 202, body, headers };
+  const failed = new ProblemError(402, row.failure_code!, failedTitle, row.failure_message!, {
+    extra: { [object]: body },
+  });
+  return {
+    status: 402,
+    body: failed.toBody(currentRequestId()),
+    headers: { ...headers, 'Content-Type': 'application/problem+json' },
+  };
+}
+
 export const storedResponse = (row: KeyRow): StoredResponse => ({
   status: row.response_status!,
   body: row.response_body!,

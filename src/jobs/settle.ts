@@ -7,12 +7,12 @@ import type { JobQueue, SettleJob } from './queue.ts';
 
 export type Answer = Exclude<ProcessorOutcome, { kind: 'unavailable' }>;
 
+export const GIVE_UP_MESSAGE = 'The processor could not be reached within the settle window.';
+
 /** What one kind of row (charge, refund) needs to be settled. */
 export interface Settler {
-  /** Makes the row ready to settle and says whether it is; false when it is final already. */
-  prepare(id: string): Promise<boolean>;
-  /** The processor call, with the row's own processor idempotency key. */
-  call(id: string, deadline: number): Promise<ProcessorOutcome>;
+  /** Asks the processor again, with the row's own idempotency key; undefined when the row is final already. */
+  askProcessor(id: string, deadline: number): Promise<ProcessorOutcome | undefined>;
   /** Inside a transaction: records the processor's answer. */
   apply(trx: DbOrTrx, id: string, answer: Answer): Promise<void>;
   /** Inside a transaction: marks the row failed because the processor stayed unavailable. */
@@ -27,8 +27,8 @@ export async function settle(
   job: SettleJob,
   options: { lastAttempt: boolean; deadline: number },
 ): Promise<SettleResult> {
-  if (!(await settler.prepare(job.id))) return 'already_final';
-  const outcome = await settler.call(job.id, options.deadline);
+  const outcome = await settler.askProcessor(job.id, options.deadline);
+  if (!outcome) return 'already_final';
   if (outcome.kind !== 'unavailable') {
     await deps.db.transaction().execute((trx) => settler.apply(trx, job.id, outcome));
     return 'settled';

@@ -12,12 +12,15 @@ import {
 import type { Db, DbOrTrx } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
 import { parseWith } from '../http/validation.ts';
-import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
+import {
+  type IdempotentOperation,
+  paymentResponse,
+  type StoredResponse,
+} from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
 import type { JobQueue } from '../jobs/queue.ts';
-import type { Answer, Settler } from '../jobs/settle.ts';
+import { type Answer, GIVE_UP_MESSAGE, type Settler } from '../jobs/settle.ts';
 import type { ProcessorClient, ProcessorOutcome } from '../processor/processor.client.ts';
-import { currentRequestId } from '../request-context.ts';
 import {
   findRefund,
   findRefundById,
@@ -54,20 +57,8 @@ export function presentRefund(refund: RefundRow): Refund {
 const notRefundable = (detail: string) =>
   new ProblemError(409, 'charge_not_refundable', 'Charge not refundable', detail);
 
-function refundResponse(refund: RefundRow): StoredResponse {
-  const body = presentRefund(refund);
-  const headers = { 'Content-Type': 'application/json', Location: `/v1/refunds/${refund.id}` };
-  if (refund.status === 'succeeded') return { status: 201, body, headers };
-  if (refund.status === 'pending') return { status: 202, body, headers };
-  const failed = new ProblemError(402, refund.failure_code!, 'Refund failed', refund.failure_message!, {
-    extra: { refund: body },
-  });
-  return {
-    status: 402,
-    body: failed.toBody(currentRequestId()),
-    headers: { ...headers, 'Content-Type': 'application/problem+json' },
-  };
-}
+const refundResponse = (refund: RefundRow): StoredResponse =>
+  paymentResponse(refund, 'refund', presentRefund(refund), 'Refund failed');
 
 async function callProcessorFor(deps: RefundDeps, refund: RefundRow, deadline: number): Promise<ProcessorOutcome> {
   const charge = await findChargeById(deps.db, refund.charge_id);
@@ -152,16 +143,13 @@ export function createRefundOperation(deps: RefundDeps): IdempotentOperation<Cre
 
 export function createRefundSettler(deps: RefundDeps): Settler {
   return {
-    async prepare(id) {
-      const refund = await findRefundById(deps.db, id);
-      if (refund?.status === 'pending') return true;
-      if (refund?.status !== 'failed' || refund.failure_code !== PROCESSOR_UNAVAILABLE) return false;
-      // An operator redrove a refund we gave up on; it still holds its amount (see giveUp).
-      await updateRefund(deps.db, id, { status: 'pending' });
-      return true;
-    },
-    async call(id, deadline) {
-      return callProcessorFor(deps, (await findRefundById(deps.db, id))!, deadline);
+    async askProcessor(id, deadline) {
+      let refund = await findRefundById(deps.db, id);
+      if (refund?.status === 'failed' && refund.failure_code === PROCESSOR_UNAVAILABLE) {
+        // An operator redrove a refund we gave up on; it still holds its amount (see giveUp).
+        refund = await updateRefund(deps.db, id, { status: 'pending' });
+      }
+      return refund?.status === 'pending' ? callProcessorFor(deps, refund, deadline) : undefined;
     },
     async apply(trx, id, answer) {
       await applyAnswer(trx, id, answer);
@@ -175,7 +163,7 @@ export function createRefundSettler(deps: RefundDeps): Settler {
         status: 'failed',
         processor_reference: null,
         failure_code: PROCESSOR_UNAVAILABLE,
-        failure_message: 'The processor could not be reached within the settle window.',
+        failure_message: GIVE_UP_MESSAGE,
       });
     },
   };

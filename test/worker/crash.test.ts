@@ -189,21 +189,29 @@ describe('a graceful shutdown', () => {
 });
 
 describe('the api process', () => {
-  it('answers a request its HTTP parser cannot read with problem+json, not bare text', async () => {
+  it('answers requests its HTTP parser refuses with problem+json, not bare text', async () => {
     const port = await freePort();
     startProcess('api', { DATABASE_URL: t.url, PROCESSOR_URL: simulator.url, PORT: String(port) });
     await waitReady(`http://127.0.0.1:${port}`);
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1', () => socket.write('NOT HTTP AT ALL\r\n\r\n'));
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += chunk.toString();
+    const send = (raw: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(raw));
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk.toString();
+        });
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
       });
-      socket.on('end', () => resolve(text));
-      socket.on('error', reject);
-    });
-    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
-    expect(answer).toContain('Content-Type: application/problem+json');
-    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ status: 400, code: 'bad_request' });
+    const cases: [string, number, string][] = [
+      ['NOT HTTP AT ALL\r\n\r\n', 400, 'bad_request'],
+      [`GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+    ];
+    for (const [raw, status, code] of cases) {
+      const answer = await send(raw);
+      expect(answer).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(answer).toContain('Content-Type: application/problem+json');
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ status, code });
+    }
   });
 });

@@ -25,12 +25,12 @@ async function openCircuit() {
   const config = loadConfig({ PROCESSOR_URL: 'http://127.0.0.1:9', PROCESSOR_MAX_ATTEMPTS: '1', BREAKER_VOLUME_THRESHOLD: '1' });
   const client = createProcessorClient(config, logger);
   const request = { amount: 100, currency: 'usd', source: 'tok_visa', description: null };
-  await client.charge(request, 'warm', Date.now() + 2000);
+  await client.send('charge', request, 'warm', Date.now() + 2000);
   if (client.breakerState() !== 'open') throw new Error('circuit did not open');
   const times: number[] = [];
   for (let i = 0; i < 10_000; i += 1) {
     const started = performance.now();
-    const outcome = await client.charge(request, `k${i}`, Date.now() + 2000);
+    const outcome = await client.send('charge', request, `k${i}`, Date.now() + 2000);
     times.push(performance.now() - started);
     if (outcome.kind !== 'unavailable' || outcome.reason !== 'circuit_open') throw new Error('expected a fast failure');
   }

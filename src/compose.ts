@@ -5,7 +5,9 @@ import { createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { createDb } from './db/database.ts';
 import { createHealth, createReadiness } from './health/health.service.ts';
-import { createBoss, createJobQueue, SETTLE_DEAD_QUEUE, SETTLE_QUEUE } from './jobs/queue.ts';
+import { createBoss, createJobQueue, queueDepths } from './db/job-queue.ts';
+import { createOutageLog } from './outage-log.ts';
+import { countAwaitingReconciliation } from './payments/payments.repository.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { createProcessorClient } from './processor/processor.client.ts';
@@ -25,15 +27,13 @@ export async function compose(options: {
   const metrics = createMetrics();
   metrics.watchPool(pool);
 
+  // One line when the database goes away and one when it is back, however many loops run into it.
+  const outage = createOutageLog(logger);
   const boss = createBoss(pool, { supervise: options.supervise });
-  boss.on('error', (err) => logger.error({ err }, 'job queue error'));
+  boss.on('error', (err) => outage.report(err, 'job queue') || logger.error({ err }, 'job queue error'));
   await boss.start();
-  const queuedCount = async (name: string) => (await boss.getQueueStats(name))[0]?.queuedCount ?? 0;
-  const queueDepth = async () => ({
-    backlog: await queuedCount(SETTLE_QUEUE),
-    dead: await queuedCount(SETTLE_DEAD_QUEUE),
-  });
-  metrics.watchQueue(queueDepth);
+  const backlog = async () => ({ ...(await queueDepths(db)), awaitingReconciliation: await countAwaitingReconciliation(db) });
+  metrics.watchBacklog(backlog);
   const queue = createJobQueue(boss, config);
 
   const processor = createProcessorClient(config, logger, (operation, outcome, seconds) =>
@@ -44,15 +44,17 @@ export async function compose(options: {
   const services = createServices({ config, db, logger, processor, queue });
   const readiness = createReadiness({
     db,
+    logger,
     timeoutMs: config.READINESS_TIMEOUT_MS,
     isShuttingDown: options.isShuttingDown ?? (() => false),
   });
 
   const health = createHealth({
     db,
+    logger,
     timeoutMs: config.READINESS_TIMEOUT_MS,
     breakerState: () => processor.breakerState(),
-    queueDepth,
+    backlog,
   });
 
   return {
@@ -63,7 +65,7 @@ export async function compose(options: {
     services,
     readiness,
     app: () => createApp({ config, db, logger, readiness, health, services, metrics }),
-    worker: () => createWorker({ config, db, boss, services, logger, metrics }),
+    worker: () => createWorker({ config, db, boss, services, logger, metrics, outage }),
     /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
     async close() {
       processor.shutdown();

@@ -32,7 +32,9 @@ export const configSchema = z.object({
   EMBEDDED_PG_PORT: int(54329, 1, 65535).describe('Port of the embedded Postgres.'),
   DB_POOL_MAX: int(10, 1, 1000).describe('Most connections the pool opens; callers past it wait.'),
   DB_CONNECTION_TIMEOUT_MS: int(2000, 100, 60000).describe('How long to wait for a pool connection.'),
-  DB_STATEMENT_TIMEOUT_MS: int(3000, 100, 600000).describe('Postgres statement_timeout for every query.'),
+  DB_STATEMENT_TIMEOUT_MS: int(3000, 100, 600000).describe(
+    'Postgres statement_timeout of a statement sent outside a transaction (never above REQUEST_TIMEOUT_MS); a transaction ends by its deadline.',
+  ),
   DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: int(10000, 100, 600000).describe(
     'Postgres idle_in_transaction_session_timeout: a stuck transaction releases its locks.',
   ),
@@ -52,6 +54,9 @@ export const configSchema = z.object({
   PROCESSOR_ATTEMPT_TIMEOUT_MS: int(1500, 50, 60000).describe('Timeout of one processor call attempt.'),
   PROCESSOR_MAX_ATTEMPTS: int(3, 1, 10).describe('Attempts per processor call, the first included.'),
   PROCESSOR_RETRY_BASE_MS: int(100, 1, 60000).describe('Base of the exponential backoff between attempts.'),
+  PROCESSOR_KEY_RETENTION_SECONDS: int(86400, 1, 31536000).describe(
+    'How long the processor remembers an idempotency key (Stripe: 24 h). Past it, a payment is looked up before any resend.',
+  ),
   PROCESSOR_MAX_CONCURRENCY: int(50, 1, 10000).describe('Bulkhead: most processor calls in flight at once.'),
   BREAKER_ERROR_THRESHOLD_PERCENT: int(50, 1, 100).describe(
     'Failure share in the window that opens the circuit.',
@@ -70,13 +75,21 @@ export const configSchema = z.object({
     'Apply pending migrations at start. Set false where `npm run migrate` is a deploy step of its own.',
   ),
   SETTLE_MAX_ATTEMPTS: int(300, 1, 100000).describe(
-    'Settle attempts before a pending charge is dead-lettered; by default the window runs out first.',
+    'Settle attempts before a pending payment is reconciled (looked up, voided if never seen); by default the window ends first.',
   ),
   SETTLE_RETRY_DELAY_SECONDS: int(2, 1, 86400).describe(
     'First delay between settle attempts (doubles, jittered).',
   ),
   SETTLE_RETRY_DELAY_MAX_SECONDS: int(300, 1, 86400).describe('Longest delay between settle attempts.'),
-  SETTLE_WINDOW_SECONDS: int(86400, 1, 2592000).describe('Total time a pending charge may take to settle.'),
+  SETTLE_WINDOW_SECONDS: int(86400, 1, 2592000).describe(
+    'How long a pending payment may still be sent to the processor; after it, it is only looked up (and voided if never seen).',
+  ),
+  RECONCILE_INTERVAL_SECONDS: int(300, 1, 86400).describe(
+    'How often a payment the processor could not be asked about is asked again.',
+  ),
+  SWEEP_INTERVAL_SECONDS: int(60, 1, 86400).describe(
+    'How often the sweep counts dead letters and re-drives pending payments that lost their job.',
+  ),
   COMPLETER_INTERVAL_SECONDS: int(5, 1, 3600).describe(
     'How often the completer looks for abandoned requests.',
   ),

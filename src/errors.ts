@@ -68,14 +68,22 @@ export class NotFoundError extends ProblemError {
   }
 }
 
-/** A dependency of our own (the database) is down; nothing was written. */
+/** What a request that failed part-way had written when it failed: nothing, or something we cannot know. */
+export type Writes = 'none' | 'unknown';
+
+/**
+ * Our database is down. Whether the client may use a new key depends on how far the request got: only a
+ * request that never claimed its key wrote nothing.
+ */
 export class DatabaseUnavailableError extends ProblemError {
-  constructor() {
+  constructor(writes: Writes = 'none') {
     super(
       503,
       'database_unavailable',
       'Database unavailable',
-      'The service cannot reach its database right now. Retry later; retry a POST with the same Idempotency-Key.',
+      writes === 'none'
+        ? 'The service cannot reach its database right now. Nothing was written: retry later.'
+        : 'The service lost its database while this request was in progress: its outcome is unknown. Retry with the same Idempotency-Key; it will then happen exactly once.',
       { retryAfterSeconds: 2 },
     );
   }
@@ -88,9 +96,30 @@ export class RequestTimeoutError extends ProblemError {
       503,
       'request_timeout',
       'Request timed out',
-      'The request did not finish within its deadline. Its work may still complete: retry a POST with the same Idempotency-Key to get its answer.',
+      'The request did not finish within its deadline: its outcome is unknown. Retry a POST with the same Idempotency-Key to get its answer.',
       { retryAfterSeconds: 1 },
     );
+  }
+}
+
+/** Raised below the HTTP layer when the work's deadline leaves no time to wait any longer. */
+export class DeadlineExceededError extends Error {
+  override readonly name = 'DeadlineExceededError';
+}
+
+/** A transaction's COMMIT was sent and no answer came back: it may or may not have committed. */
+export class CommitUnknownError extends Error {
+  constructor(cause: unknown) {
+    super(`commit outcome unknown: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  }
+}
+
+/** An idempotent request stopped by an error; says whether it had claimed its key (and so may have written). */
+export class RequestInterruptedError extends Error {
+  readonly writes: Writes;
+  constructor(cause: unknown, writes: Writes) {
+    super(`request interrupted (${writes === 'none' ? 'nothing written' : 'outcome unknown'})`, { cause });
+    this.writes = writes;
   }
 }
 
@@ -120,16 +149,34 @@ const CONNECTION_CODES = new Set([
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections
-  '57014', // query_canceled: our statement_timeout
 ]);
 
-/** True for errors that mean "the database is not answering", as opposed to a bug in our query. */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
+const TIMEOUT_CODES = new Set([
+  '57014', // query_canceled: a statement_timeout we set from the deadline
+  '55P03', // lock_not_available: a lock_timeout we set from the deadline
+]);
+
+/**
+ * Why a database call failed, when the database (not our query) is the reason: it is not answering
+ * (`unavailable`), or the work's own deadline ran out while it waited on a statement or a lock (`timeout`).
+ */
+export function databaseTrouble(err: unknown): 'unavailable' | 'timeout' | undefined {
+  if (!(err instanceof Error)) return undefined;
+  if (err instanceof DeadlineExceededError) return 'timeout';
+  if (err instanceof CommitUnknownError) return databaseTrouble(err.cause) ?? 'unavailable';
   const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) return true;
-  if (err instanceof AggregateError) return err.errors.some(isDatabaseUnavailable);
-  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error/i.test(
+  if (typeof code === 'string' && TIMEOUT_CODES.has(code)) return 'timeout';
+  if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) return 'unavailable';
+  if (err instanceof AggregateError) {
+    const inner = err.errors.map(databaseTrouble);
+    return inner.includes('unavailable') ? 'unavailable' : inner.find(Boolean);
+  }
+  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Connection ended|not queryable/i.test(
     err.message,
-  );
+  )
+    ? 'unavailable'
+    : undefined;
 }
+
+/** True for errors that mean "the database is not answering", as opposed to a bug in our query. */
+export const isDatabaseUnavailable = (err: unknown): boolean => databaseTrouble(err) === 'unavailable';

@@ -44,13 +44,19 @@ export function createMetrics() {
     }),
     settleOutcomes: new Counter({
       name: 'settle_jobs_total',
-      help: 'Settle job runs by kind and result (settled, already_final, retry, dead_lettered).',
-      labelNames: ['kind', 'result'] as const,
+      help: 'Settle and reconcile job runs by queue, kind and result (settled, already_final, retry, awaiting_reconciliation, error).',
+      labelNames: ['queue', 'kind', 'result'] as const,
       registers: [registry],
     }),
     deadLetters: new Counter({
       name: 'settle_dead_letters_total',
-      help: 'Charges and refunds given up on after the settle attempts or window ran out.',
+      help: 'Settle and reconcile jobs dead-lettered (their attempts spent on errors, or their worker lost), counted once by the sweep that takes them.',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    redriven: new Counter({
+      name: 'sweep_redriven_total',
+      help: 'Pending payments the sweep found without a live job and gave a new one.',
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
@@ -77,29 +83,37 @@ export function createMetrics() {
       gauge('db_pool_connections_idle', 'Idle connections in the pool.', () => pool.idleCount);
       gauge('db_pool_waiting', 'Callers waiting for a pool connection.', () => pool.waitingCount);
     },
-    /** Queue gauges, read when scraped (one short query). */
-    watchQueue(read: () => Promise<{ backlog: number; dead: number }>) {
-      let last = { backlog: 0, dead: 0 };
-      const refresh = async () => {
-        last = await read().catch(() => last);
-      };
-      new Gauge({
-        name: 'settle_queue_backlog',
-        help: 'Settle jobs waiting (ready or deferred for retry).',
-        registers: [registry],
-        async collect() {
-          await refresh();
-          this.set(last.backlog);
-        },
-      });
-      new Gauge({
-        name: 'settle_dead_letter_queue_size',
-        help: 'Settle jobs in the dead-letter queue, waiting for an operator.',
-        registers: [registry],
-        collect() {
-          this.set(last.dead);
-        },
-      });
+    /** Queue and reconciliation gauges, read once per scrape, whichever gauge prom-client collects first. */
+    watchBacklog(read: () => Promise<{ backlog: number; dead: number; awaitingReconciliation: number }>) {
+      let last = { backlog: 0, dead: 0, awaitingReconciliation: 0 };
+      let reading: Promise<void> | undefined;
+      // prom-client collects every gauge at once: they share one read in flight.
+      const refresh = () =>
+        (reading ??= read()
+          .then((v) => {
+            last = v;
+          })
+          .catch(() => undefined)
+          .finally(() => {
+            reading = undefined;
+          }));
+      const gauge = (name: string, help: string, pick: (v: typeof last) => number) =>
+        new Gauge({
+          name,
+          help,
+          registers: [registry],
+          async collect() {
+            await refresh();
+            this.set(pick(last));
+          },
+        });
+      gauge('settle_queue_backlog', 'Settle and reconcile jobs waiting (ready or deferred for retry).', (v) => v.backlog);
+      gauge('settle_dead_letter_queue_size', 'Dead-lettered jobs the sweep has not taken yet.', (v) => v.dead);
+      gauge(
+        'payments_awaiting_reconciliation',
+        'Pending charges and refunds past their settle window that the processor could not be asked about yet.',
+        (v) => v.awaitingReconciliation,
+      );
     },
   };
   metrics.breakerState.set(0);

@@ -1,12 +1,13 @@
 // The domain services, built once from their dependencies; the api and the worker both use these.
-import { createChargeOperation, createChargeSettler } from './charges/charges.service.ts';
+import { chargePayments, createChargeOperation } from './charges/charges.service.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
+import type { JobQueue } from './db/job-queue.ts';
 import { createIdempotency, type IdempotentOperation } from './idempotency/idempotency.service.ts';
-import type { JobQueue } from './jobs/queue.ts';
 import type { Logger } from './logger.ts';
+import { createPayments, type PaymentType } from './payments/payments.service.ts';
 import type { ProcessorClient } from './processor/processor.client.ts';
-import { createRefundOperation, createRefundSettler } from './refunds/refunds.service.ts';
+import { createRefundOperation, refundPayments } from './refunds/refunds.service.ts';
 
 export function createServices(deps: {
   config: Config;
@@ -21,20 +22,29 @@ export function createServices(deps: {
     logger,
     settings: { leaseSeconds: config.IDEMPOTENCY_LEASE_SECONDS, ttlSeconds: config.IDEMPOTENCY_KEY_TTL_SECONDS },
   });
-  const createCharge = createChargeOperation({ db, processor, queue });
-  const createRefund = createRefundOperation({ db, processor, queue });
+  const payments = createPayments({
+    db,
+    processor,
+    queue,
+    logger,
+    settings: {
+      keyRetentionSeconds: config.PROCESSOR_KEY_RETENTION_SECONDS,
+      settleWindowSeconds: config.SETTLE_WINDOW_SECONDS,
+    },
+  });
+  const createCharge = createChargeOperation({ payments });
+  const createRefund = createRefundOperation({ payments });
   return {
     processor,
     queue,
     idempotency,
+    payments,
     createCharge,
     createRefund,
     /** Every idempotent operation, for the completer. */
-    operations: [createCharge, createRefund] as IdempotentOperation<unknown>[],
-    settlers: {
-      charge: createChargeSettler({ db, processor, queue }),
-      refund: createRefundSettler({ db, processor, queue }),
-    },
+    operations: [createCharge, createRefund] as IdempotentOperation<unknown, unknown>[],
+    /** Every kind of payment, by the name jobs carry. */
+    paymentTypes: { charge: chargePayments, refund: refundPayments } as Record<'charge' | 'refund', PaymentType>,
   };
 }
 

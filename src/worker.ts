@@ -1,13 +1,17 @@
-// Builds the background face of the service: settle jobs, the completer, the reaper. No ports, no
-// signals (main.ts owns those). Any number of workers can run: jobs are fetched with SKIP LOCKED,
-// abandoned requests are taken under their lease, expired keys are deleted under SKIP LOCKED.
+// Builds the background face of the service: settle and reconcile jobs, the sweep, the completer, the
+// reaper. No ports, no signals (main.ts owns those). Any number of workers can run: jobs are fetched with
+// SKIP LOCKED, abandoned requests are taken under their lease, expired keys are deleted under SKIP LOCKED,
+// and each payment has at most one live job per queue.
 import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
-import { configureQueues, SETTLE_QUEUE, type SettleJob } from './jobs/queue.ts';
-import { settle } from './jobs/settle.ts';
+import { configureQueues, type PaymentJob, RECONCILE_QUEUE, SETTLE_QUEUE } from './db/job-queue.ts';
+import { OUTCOME_RESERVE_MS } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
+import type { OutageLog } from './outage-log.ts';
+import type { SettleResult } from './payments/payments.service.ts';
+import { withDeadline } from './request-context.ts';
 import type { Services } from './services.ts';
 
 export interface WorkerDeps {
@@ -17,44 +21,76 @@ export interface WorkerDeps {
   services: Services;
   logger: Logger;
   metrics?: Metrics;
+  outage: OutageLog;
 }
 
 // Abandoned requests finished per completer pass; the rest wait for the next pass.
 const COMPLETER_BATCH = 100;
 // The reaper stops after this many batches per pass, so one pass stays short.
 const REAPER_MAX_BATCHES = 50;
+// Dead letters taken and driverless payments re-driven per sweep pass.
+const SWEEP_BATCH = 100;
+// While the database is down, a periodic task waits longer after each failed pass, up to this.
+const MAX_BACKOFF_MS = 30_000;
 
 export function createWorker(deps: WorkerDeps) {
-  const { config, db, boss, services, logger, metrics } = deps;
+  const { config, boss, services, logger, metrics, outage } = deps;
+  const { payments, paymentTypes } = services;
   const timers: NodeJS.Timeout[] = [];
   const running = new Set<Promise<unknown>>();
   let stopped = false;
 
-  async function settleJob(job: JobWithMetadata<SettleJob>): Promise<void> {
-    const windowOver = Date.now() - job.createdOn.getTime() >= config.SETTLE_WINDOW_SECONDS * 1000;
-    const lastAttempt = job.retryCount >= job.retryLimit || windowOver;
-    const result = await settle({ db, queue: services.queue, logger }, services.settlers[job.data.kind], job.data, {
-      lastAttempt,
-      deadline: Date.now() + config.REQUEST_TIMEOUT_MS,
-    }).catch((err) => {
-      logger.error({ err, job_id: job.id, ...job.data }, 'settle job failed unexpectedly; pg-boss will retry it');
+  /** Runs one job under its own deadline; a result that asks for a retry hands the job back to pg-boss. */
+  async function runJob(
+    queue: string,
+    job: JobWithMetadata<PaymentJob>,
+    work: (deadline: number) => Promise<SettleResult>,
+  ): Promise<void> {
+    const { kind, id } = job.data;
+    let result: SettleResult;
+    try {
+      result = await withDeadline(`job_${job.id}`, config.REQUEST_TIMEOUT_MS, () =>
+        work(Date.now() + config.REQUEST_TIMEOUT_MS - OUTCOME_RESERVE_MS),
+      );
+      outage.recovered();
+    } catch (err) {
+      metrics?.settleOutcomes.inc({ queue, kind, result: 'error' });
+      if (!outage.report(err, `${queue} job`)) {
+        logger.error({ err, job_id: job.id, kind, id }, `${queue} job failed unexpectedly; pg-boss will retry it`);
+      }
       throw err;
-    });
-    metrics?.settleOutcomes.inc({ kind: job.data.kind, result });
-    if (result === 'dead_lettered') metrics?.deadLetters.inc({ kind: job.data.kind });
-    logger.info({ job_id: job.id, ...job.data, attempt: job.retryCount + 1, result }, `settle job ${result}`);
-    // Throwing hands the job back to pg-boss, which runs it again after a jittered, growing delay.
-    if (result === 'retry') throw new Error(`processor unavailable; ${job.data.kind} ${job.data.id} stays pending`);
+    }
+    metrics?.settleOutcomes.inc({ queue, kind, result });
+    logger.info({ job_id: job.id, kind, id, attempt: job.retryCount + 1, result }, `${queue} job: ${result}`);
+    // Throwing hands the job back to pg-boss, which runs it again after its queue's delay.
+    if (result === 'retry' || (result === 'awaiting_reconciliation' && queue === RECONCILE_QUEUE)) {
+      throw new Error(`${kind} ${id} stays pending: the processor could not be asked`);
+    }
   }
 
-  /** Runs `task` every `seconds`, never two passes at once, and lets stop() wait for the one in flight. */
+  /**
+   * Runs `task` every `seconds`, never two passes at once, and lets stop() wait for the one in flight.
+   * While the database is down, passes back off instead of failing at every tick.
+   */
   function every(seconds: number, name: string, task: () => Promise<unknown>) {
     let busy = false;
+    let backoffMs = 0;
+    let notBefore = 0;
     const timer = setInterval(() => {
-      if (busy || stopped) return;
+      if (busy || stopped || Date.now() < notBefore) return;
       busy = true;
       const pass = task()
-        .catch((err) => logger.warn({ err }, `${name} pass failed`))
+        .then(
+          () => {
+            backoffMs = 0;
+            outage.recovered();
+          },
+          (err) => {
+            if (!outage.report(err, name)) logger.warn({ err }, `${name} pass failed`);
+            backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(seconds * 1000, backoffMs * 2));
+            notBefore = Date.now() + backoffMs;
+          },
+        )
         .finally(() => {
           busy = false;
           running.delete(pass);
@@ -64,18 +100,33 @@ export function createWorker(deps: WorkerDeps) {
     timers.push(timer);
   }
 
+  const work = { includeMetadata: true, batchSize: 1, pollingIntervalSeconds: config.JOB_POLL_INTERVAL_SECONDS } as const;
+
   return {
     async start(): Promise<void> {
       await configureQueues(boss, config);
-      await boss.work<SettleJob>(
-        SETTLE_QUEUE,
-        { includeMetadata: true, batchSize: 1, pollingIntervalSeconds: config.JOB_POLL_INTERVAL_SECONDS },
-        async ([job]) => settleJob(job as JobWithMetadata<SettleJob>),
-      );
+      await boss.work<PaymentJob>(SETTLE_QUEUE, work, async ([job]) => {
+        const j = job as JobWithMetadata<PaymentJob>;
+        await runJob(SETTLE_QUEUE, j, (deadline) =>
+          payments.settle(paymentTypes[j.data.kind], j.data.id, { lastAttempt: j.retryCount >= j.retryLimit, deadline }),
+        );
+      });
+      await boss.work<PaymentJob>(RECONCILE_QUEUE, work, async ([job]) => {
+        const j = job as JobWithMetadata<PaymentJob>;
+        await runJob(RECONCILE_QUEUE, j, (deadline) => payments.reconcile(paymentTypes[j.data.kind], j.data.id, deadline));
+      });
+      every(config.SWEEP_INTERVAL_SECONDS, 'sweep', async () => {
+        const { deadLetters, redriven } = await payments.sweep({ limit: SWEEP_BATCH });
+        for (const dead of deadLetters) metrics?.deadLetters.inc({ kind: dead.kind });
+        for (const payment of redriven) metrics?.redriven.inc({ kind: payment.kind });
+        if (redriven.length) {
+          logger.warn({ payments: redriven.map((p) => `${p.kind} ${p.id}`) }, 'sweep gave pending payments without a job a new one');
+        }
+      });
       every(config.COMPLETER_INTERVAL_SECONDS, 'completer', () =>
         services.idempotency.completeAbandoned(services.operations, {
           limit: COMPLETER_BATCH,
-          deadline: () => Date.now() + config.REQUEST_TIMEOUT_MS,
+          timeoutMs: config.REQUEST_TIMEOUT_MS,
         }),
       );
       every(config.REAPER_INTERVAL_SECONDS, 'reaper', async () => {
@@ -85,13 +136,14 @@ export function createWorker(deps: WorkerDeps) {
         });
         if (reaped) logger.info({ reaped, batches }, 'reaper deleted expired idempotency keys');
       });
-      logger.info('worker started: settle jobs, completer, reaper');
+      logger.info('worker started: settle and reconcile jobs, sweep, completer, reaper');
     },
 
     async stop(): Promise<void> {
       stopped = true;
       for (const timer of timers) clearInterval(timer);
       await boss.offWork(SETTLE_QUEUE, { wait: true });
+      await boss.offWork(RECONCILE_QUEUE, { wait: true });
       await Promise.allSettled([...running]);
     },
   };

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { Db } from '../db/database.ts';
-import { parseWith } from '../http/validation.ts';
+import { parseWith } from '../validation.ts';
 import { respondIdempotently } from '../idempotency/idempotency.http.ts';
 import type { Idempotency, IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import type { CreateChargeParams } from './charges.schemas.ts';

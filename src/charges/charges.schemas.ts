@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { MAX_AMOUNT } from '../payments/payments.schemas.ts';
+import { objectId, text } from '../validation.ts';
 
 export const CURRENCIES = ['usd', 'eur', 'gbp', 'cad', 'aud', 'chf', 'sek', 'nok', 'dkk', 'jpy', 'krw'] as const;
 export const TEST_SOURCES = [
@@ -9,18 +11,17 @@ export const TEST_SOURCES = [
   'tok_expiredCard',
 ] as const;
 
-export const MAX_AMOUNT = 99_999_999;
-
-/** Text Postgres can store: well-formed UTF-16 (no lone surrogates) and no NUL character. */
-export const text = () =>
-  z.string().refine((s) => s.isWellFormed() && !s.includes('\u0000'), 'must be text without NUL or lone surrogates');
-
-/** An object id as we make them: a prefix and up to 64 URL-safe characters. */
-export const objectId = (prefix: string) =>
-  z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_-]{1,64}$`), `must be an id like ${prefix}_…`);
+// Keys that name parts of every JavaScript object: refused rather than silently dropped or misread.
+const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 export const metadataSchema = z
-  .record(text().min(1).max(40), text().max(500))
+  .record(
+    text()
+      .min(1)
+      .max(40)
+      .refine((k) => !RESERVED_KEYS.has(k), 'is a reserved name (__proto__, constructor and prototype are refused)'),
+    text().max(500),
+  )
   .refine((m) => Object.keys(m).length <= 20, 'at most 20 keys');
 
 export const createChargeSchema = z.strictObject({

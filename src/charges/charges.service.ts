@@ -1,29 +1,13 @@
-// Charges: the create flow as an idempotent operation, and the reads.
+// Charges: what a charge is to the payments module, its create flow as an idempotent operation, the reads.
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
-import { parseWith } from '../http/validation.ts';
-import {
-  type IdempotentOperation,
-  paymentResponse,
-  type StoredResponse,
-} from '../idempotency/idempotency.service.ts';
+import type { IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
-import type { ProcessorClient, ProcessorOutcome } from '../processor/processor.client.ts';
-import { type Answer, GIVE_UP_MESSAGE, type Settler } from '../jobs/settle.ts';
-import type { JobQueue } from '../jobs/queue.ts';
-import {
-  type ChargeRow,
-  type ChargeSettlement,
-  findCharge,
-  findChargeById,
-  findChargeByKeyId,
-  insertPendingCharge,
-  listCharges,
-  lockChargeByKeyId,
-  PROCESSOR_UNAVAILABLE,
-  settleCharge,
-} from './charges.repository.ts';
-import { type Charge, type CreateChargeParams, createChargeSchema, objectId } from './charges.schemas.ts';
+import type { Payments, PaymentType } from '../payments/payments.service.ts';
+import type { ProcessorOutcome } from '../processor/processor.client.ts';
+import { objectId, parseWith } from '../validation.ts';
+import { type ChargeRow, findCharge, insertPendingCharge, listCharges } from './charges.repository.ts';
+import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
 
 export function presentCharge(charge: ChargeRow): Charge {
   return {
@@ -43,37 +27,25 @@ export function presentCharge(charge: ChargeRow): Charge {
   };
 }
 
-/** What the processor's answer means for a pending charge. */
-function settlementOf(answer: Answer): ChargeSettlement {
-  return answer.kind === 'approved'
-    ? { status: 'succeeded', processor_reference: answer.reference, failure_code: null, failure_message: null }
-    : {
-        status: 'failed',
-        processor_reference: answer.reference,
-        failure_code: answer.code,
-        failure_message: answer.message,
-      };
-}
+export const chargePayments: PaymentType<ChargeRow> = {
+  kind: 'charge',
+  table: 'charges',
+  processorRequest: async (_db, charge) => ({
+    amount: charge.amount,
+    currency: charge.currency,
+    source: charge.source,
+    description: charge.description,
+  }),
+  afterFailed: async () => undefined,
+  present: presentCharge,
+  failedTitle: 'Card declined',
+};
 
-function callProcessorFor(processor: ProcessorClient, charge: ChargeRow, deadline: number): Promise<ProcessorOutcome> {
-  return processor.charge(
-    { amount: charge.amount, currency: charge.currency, source: charge.source, description: charge.description },
-    charge.processor_idempotency_key,
-    deadline,
-  );
-}
-
-/** The answer a charge's current state deserves: 201 succeeded, 402 declined, 202 pending. */
-export const chargeResponse = (charge: ChargeRow): StoredResponse =>
-  paymentResponse(charge, 'charge', presentCharge(charge), 'Card declined');
-
-export interface ChargeDeps {
-  db: Db;
-  processor: ProcessorClient;
-  queue: JobQueue;
-}
-
-export function createChargeOperation(deps: ChargeDeps): IdempotentOperation<CreateChargeParams> {
+export function createChargeOperation(deps: { payments: Payments }): IdempotentOperation<
+  CreateChargeParams,
+  ProcessorOutcome | undefined
+> {
+  const { payments } = deps;
   return {
     method: 'POST',
     path: '/v1/charges',
@@ -93,43 +65,8 @@ export function createChargeOperation(deps: ChargeDeps): IdempotentOperation<Cre
         processor_idempotency_key: `charge_${key.id}`,
       });
     },
-
-    async callProcessor(key, deadline) {
-      const charge = await findChargeByKeyId(deps.db, key.id);
-      if (!charge) throw new Error(`no charge for idempotency key ${key.id}`);
-      return callProcessorFor(deps.processor, charge, deadline);
-    },
-
-    async recordOutcome(trx, key, outcome) {
-      const charge = await lockChargeByKeyId(trx, key.id);
-      if (!charge) throw new Error(`no charge for idempotency key ${key.id}`);
-      if (outcome.kind !== 'unavailable') return chargeResponse(await settleCharge(trx, charge.id, settlementOf(outcome)));
-      // No answer: the charge stays pending and a settle job takes over, committed with the 202 or not at all.
-      await deps.queue.enqueueSettle(trx, { kind: 'charge', id: charge.id });
-      return chargeResponse(charge);
-    },
-  };
-}
-
-export function createChargeSettler(deps: ChargeDeps): Settler {
-  return {
-    async askProcessor(id, deadline) {
-      const charge = await findChargeById(deps.db, id);
-      const unsettled =
-        charge?.status === 'pending' || (charge?.status === 'failed' && charge.failure_code === PROCESSOR_UNAVAILABLE);
-      return unsettled ? callProcessorFor(deps.processor, charge, deadline) : undefined;
-    },
-    async apply(trx, id, answer) {
-      await settleCharge(trx, id, settlementOf(answer));
-    },
-    async giveUp(trx, id) {
-      await settleCharge(trx, id, {
-        status: 'failed',
-        processor_reference: null,
-        failure_code: PROCESSOR_UNAVAILABLE,
-        failure_message: GIVE_UP_MESSAGE,
-      });
-    },
+    callOut: (key, deadline) => payments.attempt(chargePayments, key.id, deadline),
+    recordOutcome: (trx, key, outcome) => payments.record(trx, chargePayments, key.id, outcome),
   };
 }
 

@@ -1,15 +1,22 @@
-// npm run jobs:retry-dead: moves every dead-lettered settle job back to the settle queue, for after the
-// processor has recovered. A charge or refund given up on (failed, processor_unavailable) is settled
-// again with its own processor idempotency key, so it can still happen only once.
-import { createBoss, SETTLE_DEAD_QUEUE, SETTLE_QUEUE } from '../jobs/queue.ts';
+// npm run jobs:retry-dead: drives every dead-lettered settle or reconcile job's payment again now, for an
+// operator who has fixed what made them fail, without waiting for the sweep. The payment is asked about
+// with its own processor idempotency key, so it can still happen only once.
+import { createBoss, createJobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import { withDatabase } from './with-database.ts';
 
-await withDatabase(async (_db, { pool }) => {
+await withDatabase(async (db, { pool, config }) => {
   const boss = createBoss(pool, { supervise: false });
   await boss.start();
   try {
-    const moved = await boss.redrive(SETTLE_DEAD_QUEUE, { destination: SETTLE_QUEUE, limit: 100_000 });
-    process.stdout.write(`moved ${moved} dead-lettered settle job(s) back to the settle queue\n`);
+    const queue = createJobQueue(boss, config);
+    let moved = 0;
+    for (let batch = await queue.takeDeadLetters(1000); batch.length; batch = await queue.takeDeadLetters(1000)) {
+      for (const job of batch) {
+        await queue.enqueue(db, job.queue === RECONCILE_QUEUE ? RECONCILE_QUEUE : SETTLE_QUEUE, job);
+        moved += 1;
+      }
+    }
+    process.stdout.write(`moved ${moved} dead-lettered job(s) back to their queue\n`);
   } finally {
     await boss.stop({ graceful: false, close: false });
   }

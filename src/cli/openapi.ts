@@ -30,7 +30,12 @@ const ERRORS = {
   '401': problem('unauthenticated'),
   '413': problem('payload_too_large'),
   '415': problem('unsupported_media_type'),
-  '503': problem('overloaded, database_unavailable or request_timeout; carries Retry-After'),
+  '503': problem(
+    'Carries Retry-After. overloaded: shed before anything ran, nothing was written. database_unavailable: ' +
+      'the detail says whether nothing was written (the key was never claimed) or the outcome is unknown. ' +
+      'request_timeout: the deadline passed while work was in flight, the outcome is unknown. After any 5xx, ' +
+      'or no answer, retry with the same Idempotency-Key: the request then happens exactly once.',
+  ),
 };
 const IDEMPOTENT_ERRORS = {
   '409': problem('idempotency_key_in_use (carries Retry-After), or a refund rule: charge_not_refundable, refund_exceeds_charge'),
@@ -68,7 +73,9 @@ export function openApiDocument() {
           responses: {
             '201': { description: 'Succeeded', headers: replayed, content: json(ref('Charge')) },
             '202': {
-              description: 'Pending: the processor could not answer in time; the worker settles it. Follow Location.',
+              description:
+                'Pending: the processor could not answer in time; the worker settles it. Follow Location. A pending ' +
+                'payment is never reported failed unless the processor confirms it holds none and voids the key.',
               headers: replayed,
               content: json(ref('Charge')),
             },

@@ -1,20 +1,27 @@
-// The database handle: Kysely over a bounded pg pool whose every query has a timeout.
-import { Kysely, PostgresDialect, type Transaction } from 'kysely';
+// The database handle: Kysely over a bounded pg pool that survives its server going away, where every
+// wait and statement fits inside the deadline of the work it serves.
+import { type Kysely as KyselyType, Kysely, PostgresDialect, type PostgresPool, sql, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { migrations } from '../../migrations/index.ts';
 import type { Config } from '../config.ts';
+import { CommitUnknownError, databaseTrouble, DeadlineExceededError } from '../errors.ts';
+import { currentDeadline } from '../request-context.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- migrations run on a handle that knows no table types
-type AnyDb = Kysely<any>;
+type AnyDb = KyselyType<any>;
 export type DbOrTrx = Kysely<Database> | Transaction<Database>;
 
 export type PoolSettings = Pick<
   Config,
-  'DB_POOL_MAX' | 'DB_CONNECTION_TIMEOUT_MS' | 'DB_STATEMENT_TIMEOUT_MS' | 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS'
+  | 'DB_POOL_MAX'
+  | 'DB_CONNECTION_TIMEOUT_MS'
+  | 'DB_STATEMENT_TIMEOUT_MS'
+  | 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS'
+  | 'REQUEST_TIMEOUT_MS'
 >;
 
 const INT8_OID = 20;
@@ -26,25 +33,106 @@ const types = {
       : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
+/** One short line for a lost connection: pg attaches the whole client object to the error. */
+export const connectionLost = (err: Error & { code?: string }) => ({ code: err.code ?? 'none', reason: err.message });
+
 export function createPool(url: string, settings: PoolSettings, logger: Logger): pg.Pool {
+  const statementTimeout = Math.min(settings.DB_STATEMENT_TIMEOUT_MS, settings.REQUEST_TIMEOUT_MS);
   const pool = new pg.Pool({
     connectionString: url,
     max: settings.DB_POOL_MAX,
     connectionTimeoutMillis: settings.DB_CONNECTION_TIMEOUT_MS,
-    statement_timeout: settings.DB_STATEMENT_TIMEOUT_MS,
-    // The client side gives up a little after the server would, so a dead server cannot hang a query.
-    query_timeout: settings.DB_STATEMENT_TIMEOUT_MS + 1000,
+    // The bound of a statement sent outside a transaction; a transaction tightens it to its deadline.
+    statement_timeout: statementTimeout,
+    // The client side gives up a little after any bound the server would apply (a transaction's is at most
+    // the request's budget), so a stalled server that enforces nothing cannot hang a query.
+    query_timeout: settings.REQUEST_TIMEOUT_MS + 1000,
     idle_in_transaction_session_timeout: settings.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
     idleTimeoutMillis: 30000,
     types,
   });
-  // An idle client losing its server must not crash the process; the pool replaces it.
-  pool.on('error', (err) => logger.warn({ err }, 'idle database connection lost'));
+  // pg-pool listens for errors only on idle clients. A checked-out client whose server goes away between
+  // two queries (a restart, pg_terminate_backend) emits 'error' with nobody listening, and that kills the
+  // process; so every client gets a listener of its own from the moment it exists. The pool then drops it.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger.warn(connectionLost(err), 'database connection lost'));
+  });
+  pool.on('error', (err) => logger.debug(connectionLost(err), 'idle database connection lost'));
   return pool;
 }
 
+/**
+ * The pool as Kysely sees it: waiting for a connection never outlasts the deadline of the work that
+ * asks (a request's, a job's), whatever the pool's own connection timeout.
+ */
+function deadlineBoundPool(pool: pg.Pool): PostgresPool {
+  return {
+    async connect() {
+      const deadline = currentDeadline();
+      if (deadline === undefined) return pool.connect();
+      const left = deadline - Date.now();
+      if (left <= 0) throw new DeadlineExceededError('no time left to wait for a database connection');
+      const pending = pool.connect();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new DeadlineExceededError('waited for a database connection until the deadline')), left);
+      });
+      try {
+        return await Promise.race([pending, timeout]);
+      } catch (err) {
+        // A connection that arrives after we stopped waiting goes straight back.
+        pending.then((client) => client.release(), () => undefined);
+        throw err;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    end: () => pool.end(),
+    options: pool.options,
+  };
+}
+
 export function createDb(pool: pg.Pool): Db {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: deadlineBoundPool(pool) }) });
+}
+
+// Below this, a transaction could not do anything useful; it fails at once instead.
+const MIN_TRANSACTION_MS = 50;
+
+/**
+ * Runs `work` in one transaction whose statements and lock waits end by `deadline` (by default the
+ * current request's or job's). The bounds ride on the BEGIN itself, so they cost no round trip.
+ */
+export async function inTransaction<T>(
+  db: Db,
+  work: (trx: Db) => Promise<T>,
+  deadline: number | undefined = currentDeadline(),
+): Promise<T> {
+  let bounds = '';
+  if (deadline !== undefined) {
+    const left = Math.floor(deadline - Date.now());
+    if (left < MIN_TRANSACTION_MS) throw new DeadlineExceededError('no time left for a database transaction');
+    bounds = `; set local statement_timeout = ${left}; set local lock_timeout = ${left}`;
+  }
+  return db.connection().execute(async (conn) => {
+    await sql.raw(`begin${bounds}`).execute(conn);
+    let result: T;
+    try {
+      result = await work(conn);
+    } catch (err) {
+      await sql`rollback`.execute(conn).catch(() => undefined);
+      throw err;
+    }
+    try {
+      await sql`commit`.execute(conn);
+    } catch (err) {
+      // A server that refused the commit (a deferred constraint, a serialization failure) answered; a lost
+      // or timed-out connection did not, and then nobody knows.
+      if (databaseTrouble(err)) throw new CommitUnknownError(err);
+      throw err;
+    }
+    return result;
+  });
 }
 
 export function createMigrator(db: AnyDb): Migrator {

@@ -60,6 +60,8 @@ export interface ChargesTable {
   failure_message: string | null;
   processor_idempotency_key: string;
   processor_reference: string | null;
+  /** Set while the processor could not say what became of the payment past its settle window. */
+  reconcile_since: Date | null;
   created_at: CreatedAt;
   updated_at: Generated<Date>;
 }
@@ -80,6 +82,8 @@ export interface RefundsTable {
   failure_message: string | null;
   processor_idempotency_key: string;
   processor_reference: string | null;
+  /** Set while the processor could not say what became of the payment past its settle window. */
+  reconcile_since: Date | null;
   created_at: CreatedAt;
   updated_at: Generated<Date>;
 }

@@ -1,11 +1,18 @@
 // What /readyz asks: can this process do its work right now?
 import { sql } from 'kysely';
 import { type Db, knownMigrations } from '../db/database.ts';
+import type { Logger } from '../logger.ts';
+
+// What an unauthenticated caller may learn: a stable code per check. Hosts, roles and driver messages
+// go to the log only.
+export type CheckCode = 'shutting_down' | 'database_unreachable' | 'schema_not_migrated' | 'migrations_pending';
 
 export interface ReadinessResult {
   ready: boolean;
-  checks: Record<string, { status: 'pass' | 'fail'; detail?: string }>;
+  checks: Record<string, { status: 'pass' | 'fail'; code?: CheckCode }>;
 }
+
+const brief = (err: unknown) => ({ code: (err as { code?: string }).code, reason: (err as Error).message });
 
 export async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -26,25 +33,22 @@ async function missingMigrations(db: Db): Promise<string[]> {
   return knownMigrations().filter((m) => !applied.has(m));
 }
 
-export function createReadiness(deps: { db: Db; timeoutMs: number; isShuttingDown: () => boolean }) {
+export function createReadiness(deps: { db: Db; logger: Logger; timeoutMs: number; isShuttingDown: () => boolean }) {
   return async function readiness(): Promise<ReadinessResult> {
     if (deps.isShuttingDown()) {
-      return {
-        ready: false,
-        checks: { shutdown: { status: 'fail', detail: 'the process is shutting down' } },
-      };
+      return { ready: false, checks: { shutdown: { status: 'fail', code: 'shutting_down' } } };
     }
     try {
       const missing = await withTimeout(missingMigrations(deps.db), deps.timeoutMs, 'the database');
+      if (missing.length) deps.logger.warn({ missing }, 'not ready: migrations pending');
       const migrations = missing.length
-        ? { status: 'fail' as const, detail: `pending migrations: ${missing.join(', ')}` }
+        ? { status: 'fail' as const, code: 'migrations_pending' as const }
         : { status: 'pass' as const };
       return { ready: missing.length === 0, checks: { database: { status: 'pass' }, migrations } };
     } catch (err) {
-      const detail = /kysely_migration/.test(String(err))
-        ? 'schema not migrated'
-        : String((err as Error).message);
-      return { ready: false, checks: { database: { status: 'fail', detail } } };
+      const code = /kysely_migration/.test(String(err)) ? 'schema_not_migrated' : 'database_unreachable';
+      deps.logger.warn({ check: code, ...brief(err) }, 'not ready');
+      return { ready: false, checks: { database: { status: 'fail', code } } };
     }
   };
 }
@@ -76,9 +80,10 @@ const worst = (statuses: HealthCheck['status'][]) =>
 /** The deep health report (IETF health+json): database, processor circuit, job queue. Cached briefly. */
 export function createHealth(deps: {
   db: Db;
+  logger: Logger;
   timeoutMs: number;
   breakerState: () => string;
-  queueDepth: () => Promise<{ backlog: number; dead: number }>;
+  backlog: () => Promise<{ backlog: number; dead: number; awaitingReconciliation: number }>;
 }) {
   let cached: { at: number; report: Promise<HealthReport> } | undefined;
 
@@ -91,13 +96,14 @@ export function createHealth(deps: {
       const ms = Math.round(performance.now() - started);
       database = { componentType: 'datastore', observedValue: ms, observedUnit: 'ms', status: 'pass', time };
     } catch (err) {
+      deps.logger.warn({ check: 'database', ...brief(err) }, 'health: database check failed');
       database = {
         componentType: 'datastore',
         observedValue: Math.round(performance.now() - started),
         observedUnit: 'ms',
         status: 'fail',
         time,
-        output: (err as Error).message,
+        output: 'database_unreachable',
       };
     }
     const circuit = deps.breakerState();
@@ -108,7 +114,8 @@ export function createHealth(deps: {
       status: circuit === 'closed' ? 'pass' : 'warn',
       time,
     };
-    const depth = await withTimeout(deps.queueDepth(), deps.timeoutMs, 'the job queue').catch(() => undefined);
+    const depth = await withTimeout(deps.backlog(), deps.timeoutMs, 'the job queue').catch(() => undefined);
+    const unknown: HealthCheck = { componentType: 'component', observedValue: 'unknown', status: 'warn', time };
     const backlog: HealthCheck = depth
       ? {
           componentType: 'component',
@@ -116,15 +123,26 @@ export function createHealth(deps: {
           observedUnit: 'jobs',
           status: depth.backlog > BACKLOG_WARN || depth.dead > 0 ? 'warn' : 'pass',
           time,
-          ...(depth.dead > 0 ? { output: `${depth.dead} dead-lettered settle job(s)` } : {}),
+          ...(depth.dead > 0 ? { output: `${depth.dead} dead-lettered job(s) not yet swept` } : {}),
         }
-      : { componentType: 'component', observedValue: 'unknown', status: 'warn', time };
+      : unknown;
+    // A payment the processor may have made, and cannot be asked about: worth a look, never failed.
+    const reconciliation: HealthCheck = depth
+      ? {
+          componentType: 'component',
+          observedValue: depth.awaitingReconciliation,
+          observedUnit: 'payments',
+          status: depth.awaitingReconciliation > 0 ? 'warn' : 'pass',
+          time,
+        }
+      : unknown;
     return {
-      status: worst([database.status, processor.status, backlog.status]),
+      status: worst([database.status, processor.status, backlog.status, reconciliation.status]),
       checks: {
         'database:responseTime': [database],
         'processor:circuit': [processor],
         'queue:backlog': [backlog],
+        'payments:awaitingReconciliation': [reconciliation],
       },
     };
   }

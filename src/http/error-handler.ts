@@ -2,9 +2,11 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import {
   DatabaseUnavailableError,
-  isDatabaseUnavailable,
+  databaseTrouble,
   NotFoundError,
   ProblemError,
+  RequestInterruptedError,
+  RequestTimeoutError,
   ValidationError,
 } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -35,7 +37,13 @@ function toProblem(err: unknown): ProblemError | undefined {
   if (err instanceof ProblemError) return err;
   const type = (err as { type?: unknown })?.type;
   if (typeof type === 'string' && BODY_PARSER_PROBLEMS[type]) return BODY_PARSER_PROBLEMS[type]();
-  if (isDatabaseUnavailable(err)) return new DatabaseUnavailableError();
+  // Reads write nothing; an idempotent request says how far it got.
+  const writes = err instanceof RequestInterruptedError ? err.writes : 'none';
+  const cause = err instanceof RequestInterruptedError ? err.cause : err;
+  if (cause instanceof ProblemError) return cause;
+  const trouble = databaseTrouble(cause);
+  if (trouble === 'timeout') return new RequestTimeoutError();
+  if (trouble === 'unavailable') return new DatabaseUnavailableError(writes);
   const status = (err as { status?: unknown })?.status;
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return new ValidationError([], 'The request could not be read.');
@@ -58,7 +66,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     const problem = toProblem(err);
     if (problem) {
-      if (problem.status >= 500) logger.warn({ err }, problem.message);
+      if (problem.status >= 500) logger.warn({ code: problem.code, cause: briefly(err) }, problem.message);
       return sendProblem(res, problem);
     }
     logger.error({ err }, 'unhandled error');
@@ -68,8 +76,17 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
         500,
         'internal_error',
         'Internal server error',
-        'Something went wrong on our side. The log line with this request_id has the detail.',
+        'Something went wrong on our side; the log line with this request_id has the detail. Retry a POST with the same Idempotency-Key: it happens at most once.',
       ),
     );
   };
+}
+
+/** The error and its causes in one short line each: no client objects, no stacks of driver internals. */
+function briefly(err: unknown): string {
+  const parts: string[] = [];
+  for (let e = err as { message?: string; code?: string; cause?: unknown } | undefined; e && parts.length < 4; e = e.cause as typeof e) {
+    parts.push(e.code ? `${e.message} (${e.code})` : String(e.message));
+  }
+  return parts.join(' <- ');
 }

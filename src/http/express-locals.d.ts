@@ -8,6 +8,8 @@ declare global {
       account?: AccountRow;
       idempotency?: string;
       deadlinePassed?: boolean;
+      /** Keeps the request's load-shedding slot taken until `work` settles. */
+      holdSlotUntil?: (work: Promise<unknown>) => void;
     }
   }
 }

@@ -70,7 +70,8 @@ export function requestLog(logger: Logger, metrics: Metrics): RequestHandler {
 
 /**
  * Caps requests in flight. Past the cap a request is answered 503 at once instead of queuing,
- * so a slow dependency cannot pile up unbounded work. Per process: it protects this process.
+ * so a slow dependency cannot pile up unbounded work. Per process: it protects this process. A slot is
+ * free again when the response is done and the work it holds (res.locals.holdSlotUntil) has ended.
  */
 export function loadShedding(maxInFlight: number, onShed: () => void): RequestHandler {
   let inFlight = 0;
@@ -80,15 +81,24 @@ export function loadShedding(maxInFlight: number, onShed: () => void): RequestHa
       throw new OverloadedError();
     }
     inFlight += 1;
-    let released = false;
-    const release = () => {
-      if (!released) {
-        released = true;
-        inFlight -= 1;
-      }
+    let holders = 1; // the response itself
+    const letGo = () => {
+      holders -= 1;
+      if (holders === 0) inFlight -= 1;
     };
-    res.on('finish', release);
-    res.on('close', release);
+    let answered = false;
+    const onAnswered = () => {
+      if (answered) return;
+      answered = true;
+      letGo();
+    };
+    res.on('finish', onAnswered);
+    res.on('close', onAnswered);
+    res.locals.holdSlotUntil = (work) => {
+      if (holders === 0) return;
+      holders += 1;
+      work.then(letGo, letGo);
+    };
     next();
   };
 }
@@ -119,7 +129,8 @@ export function requireApiKey(db: Db): RequestHandler {
     if (!header) {
       throw new UnauthenticatedError('Send your API key in the Authorization header: "Bearer sk_test_…".');
     }
-    const match = /^Bearer (\S+)$/.exec(header);
+    // The scheme is case-insensitive (RFC 9110): "bearer" works as well as "Bearer".
+    const match = /^bearer +(\S+)$/i.exec(header);
     if (!match?.[1] || !API_KEY_PATTERN.test(match[1])) {
       throw new UnauthenticatedError('The Authorization header is malformed; expected "Bearer sk_test_…".');
     }

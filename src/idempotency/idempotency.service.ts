@@ -1,14 +1,13 @@
 // Exactly-once execution of a mutating request, as atomic phases around one foreign call:
-//   claimKey (+ recordIntent, one transaction) → callProcessor (no transaction) → recordOutcome (one transaction).
+//   claimKey (+ recordIntent, one transaction) → callOut (no transaction) → recordOutcome (one transaction).
 // Each phase moves the key's recovery point forward, so a request that dies anywhere can be resumed
-// from where it stopped by a retry with the same key or by the completer. Charges and refunds both use it.
-import type { Transaction } from 'kysely';
-import type { Db } from '../db/database.ts';
-import type { Database, JsonObject } from '../db/schema.ts';
-import { ProblemError } from '../errors.ts';
+// from where it stopped by a retry with the same key or by the completer. Generic: its user hands it an
+// operation; it knows nothing of what the foreign call is or what the answers mean.
+import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
+import type { JsonObject } from '../db/schema.ts';
+import { CommitUnknownError, ProblemError, RequestInterruptedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { ProcessorOutcome } from '../processor/processor.client.ts';
-import { currentRequestId } from '../request-context.ts';
+import { currentRequestId, requestContext, withDeadline } from '../request-context.ts';
 import {
   deleteExpiredKeys,
   deleteKey,
@@ -24,7 +23,6 @@ import {
 import { requestFingerprint } from './idempotency.schemas.ts';
 
 export type { KeyRow };
-export type Trx = Transaction<Database>;
 
 export interface StoredResponse {
   status: number;
@@ -32,22 +30,23 @@ export interface StoredResponse {
   headers: Record<string, string>;
 }
 
-/** One kind of mutating request (create a charge, create a refund) run by the idempotency machinery. */
-export interface IdempotentOperation<Params> {
+/** One kind of mutating request run by the idempotency machinery; `Outcome` is what its foreign call learns. */
+export interface IdempotentOperation<Params, Outcome = unknown> {
   /** The endpoint, as stored with the key and fingerprinted; never the raw URL a client typed. */
   method: 'POST';
   path: string;
   /** Validates a body: the request's before anything is stored, and a stored one when resuming. */
   parse(body: unknown): Params;
   /** Inside the claiming transaction: the local rows of a new request. A thrown ProblemError becomes its stored answer. */
-  recordIntent(trx: Trx, key: KeyRow, params: Params): Promise<void>;
+  recordIntent(trx: DbOrTrx, key: KeyRow, params: Params): Promise<void>;
   /** Outside any transaction: the one foreign call, with an idempotency key derived from ours. */
-  callProcessor(key: KeyRow, deadline: number): Promise<ProcessorOutcome>;
-  /** Inside the finishing transaction: apply the outcome and say what to answer. */
-  recordOutcome(trx: Trx, key: KeyRow, outcome: ProcessorOutcome): Promise<StoredResponse>;
+  callOut(key: KeyRow, deadline: number): Promise<Outcome>;
+  /** Inside the finishing transaction: record the outcome and say what to answer. */
+  recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
 }
 
-export type IdempotencyOutcome = 'new' | 'replayed' | 'in_use' | 'reused' | 'resumed';
+/** How a request used its key: the idempotency machinery's own result, apart from the operation's outcome. */
+export type KeyUse = 'new' | 'replayed' | 'in_use' | 'reused' | 'resumed';
 
 export interface IdempotentRequest {
   accountId: string;
@@ -66,36 +65,11 @@ export interface IdempotencySettings {
   ttlSeconds: number;
 }
 
+/** Time kept back from the foreign call for recording its outcome before the deadline. */
+export const OUTCOME_RESERVE_MS = 750;
+
 // A claim that keeps losing races to concurrent deletes and inserts of the same key gives up after this.
 const CLAIM_TRIES = 3;
-
-/**
- * The answer a charge or refund deserves by its status: 201 succeeded, 202 pending (follow Location),
- * 402 failed as problem+json carrying the object. Both operations store what this returns.
- */
-export function paymentResponse(
-  row: {
-    id: string;
-    status: 'pending' | 'succeeded' | 'failed';
-    failure_code: string | null;
-    failure_message: string | null;
-  },
-  object: 'charge' | 'refund',
-  body: JsonObject,
-  failedTitle: string,
-): StoredResponse {
-  const headers = { 'Content-Type': 'application/json', Location: `/v1/${object}s/${row.id}` };
-  if (row.status === 'succeeded') return { status: 201, body, headers };
-  if (row.status === 'pending') return { status: 202, body, headers };
-  const failed = new ProblemError(402, row.failure_code!, failedTitle, row.failure_message!, {
-    extra: { [object]: body },
-  });
-  return {
-    status: 402,
-    body: failed.toBody(currentRequestId()),
-    headers: { ...headers, 'Content-Type': 'application/problem+json' },
-  };
-}
 
 export const storedResponse = (row: KeyRow): StoredResponse => ({
   status: row.response_status!,
@@ -106,9 +80,9 @@ export const storedResponse = (row: KeyRow): StoredResponse => ({
 export function createIdempotency(deps: { db: Db; settings: IdempotencySettings; logger: Logger }) {
   const { db, settings, logger } = deps;
 
-  async function claimKey<P>(op: IdempotentOperation<P>, req: IdempotentRequest, params: P): Promise<Claim> {
+  async function claimKey<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P): Promise<Claim> {
     const fingerprint = requestFingerprint(op.method, op.path, req.body);
-    return db.transaction().execute(async (trx) => {
+    return inTransaction(db, async (trx) => {
       for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
         const inserted = await insertKeyIfAbsent(
           trx,
@@ -141,7 +115,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     });
   }
 
-  async function recordIntent<P>(trx: Trx, op: IdempotentOperation<P>, key: KeyRow, params: P): Promise<Claim> {
+  async function recordIntent<P, O>(trx: DbOrTrx, op: IdempotentOperation<P, O>, key: KeyRow, params: P): Promise<Claim> {
     try {
       await op.recordIntent(trx, key, params);
       return { kind: 'new', key };
@@ -159,10 +133,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   }
 
   /** From `intent_recorded` to `finished`: the foreign call, then its outcome in one transaction. */
-  async function drive<P>(op: IdempotentOperation<P>, key: KeyRow, deadline: number): Promise<StoredResponse> {
+  async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number): Promise<StoredResponse> {
     try {
-      const outcome = await op.callProcessor(key, deadline);
-      return await db.transaction().execute(async (trx) => {
+      const outcome = await op.callOut(key, deadline);
+      return await inTransaction(db, async (trx) => {
         const current = await lockKeyById(trx, key.id);
         if (!current) throw new Error(`idempotency key ${key.id} vanished while in flight`);
         // Someone who resumed after our lease ran out finished first: theirs is the answer.
@@ -173,29 +147,45 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       });
     } catch (err) {
       // Let a retry resume at once instead of waiting out the lease; if this fails too, the lease expires.
-      await releaseLease(db, key).catch((e) => logger.warn({ err: e }, 'could not release idempotency lease'));
+      // Outside the deadline that may have just run out: this is cleanup, one short statement.
+      await requestContext
+        .exit(() => releaseLease(db, key))
+        .catch((e: Error & { code?: string }) => logger.warn({ code: e.code, reason: e.message }, 'could not release idempotency lease'));
       throw err;
     }
   }
 
-  /** Runs a request exactly once per (account, key): new, resumed, or replayed from what was stored. */
-  async function execute<P>(
-    op: IdempotentOperation<P>,
+  /**
+   * Runs a request exactly once per (account, key): new, resumed, or replayed from what was stored. An
+   * error on the way comes out as a RequestInterruptedError that says whether anything may have been
+   * written: nothing before the key was claimed, unknown from its commit on.
+   */
+  async function execute<P, O>(
+    op: IdempotentOperation<P, O>,
     req: IdempotentRequest,
     params: P,
     deadline: number,
-  ): Promise<{ outcome: IdempotencyOutcome; response?: StoredResponse; error?: ProblemError }> {
-    const claim = await claimKey(op, req, params);
+  ): Promise<{ use: KeyUse; response?: StoredResponse; error?: ProblemError }> {
+    let claim: Claim;
+    try {
+      claim = await claimKey(op, req, params);
+    } catch (err) {
+      throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
+    }
     switch (claim.kind) {
       case 'finished':
-        return { outcome: claim.outcome, response: claim.response };
+        return { use: claim.outcome, response: claim.response };
       case 'in_use':
-        return { outcome: 'in_use', error: inUseError() };
+        return { use: 'in_use', error: inUseError() };
       case 'reused':
-        return { outcome: 'reused', error: reusedError(claim.first) };
+        return { use: 'reused', error: reusedError(claim.first) };
       case 'new':
       case 'resumed':
-        return { outcome: claim.kind, response: await drive(op, claim.key, deadline) };
+        try {
+          return { use: claim.kind, response: await drive(op, claim.key, deadline) };
+        } catch (err) {
+          throw new RequestInterruptedError(err, 'unknown');
+        }
     }
   }
 
@@ -204,8 +194,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
    * recovery point, exactly as a client's retry with the same key would. Returns how many it finished.
    */
   async function completeAbandoned(
-    operations: IdempotentOperation<unknown>[],
-    options: { limit: number; deadline: () => number },
+    operations: IdempotentOperation<unknown, unknown>[],
+    options: { limit: number; timeoutMs: number },
   ): Promise<number> {
     let finished = 0;
     // One lease at a time, so no lease runs out while it waits its turn behind the others.
@@ -218,14 +208,17 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         continue;
       }
       try {
-        const response = await drive(op, key, options.deadline());
+        const response = await withDeadline(`complete_${key.id}`, options.timeoutMs, () =>
+          drive(op, key, Date.now() + options.timeoutMs - OUTCOME_RESERVE_MS),
+        );
         finished += 1;
         logger.info(
           { key_id: key.id, account_id: key.account_id, path: key.request_path, status: response.status },
           'completer finished an abandoned request',
         );
       } catch (err) {
-        logger.warn({ err, key_id: key.id }, 'completer could not finish an abandoned request; will try again');
+        const e = err as Error & { code?: string };
+        logger.warn({ key_id: key.id, code: e.code, reason: e.message }, 'completer could not finish an abandoned request; will try again');
       }
     }
     return finished;

@@ -1,15 +1,23 @@
 // The only way out to the card processor. Outermost first: retry within the deadline → bulkhead →
 // circuit breaker → one attempt with its own AbortSignal. The caller's fallback (pending + settle job)
-// sits above this and receives `unavailable`; nothing here ever pretends a charge succeeded.
+// sits above this and receives `unavailable`; nothing here ever pretends a payment succeeded or failed.
 import CircuitBreaker from 'opossum';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId } from '../request-context.ts';
 
+/** What the processor said about a payment, or that it could not be asked. */
 export type ProcessorOutcome =
   | { kind: 'approved'; reference: string }
   | { kind: 'declined'; reference: string | null; code: string; message: string }
+  /** The processor holds no payment for our key and has burned the key: none can ever be made with it. */
+  | { kind: 'voided' }
   | { kind: 'unavailable'; reason: UnavailableReason; detail: string };
+
+/** A lookup may also learn that the processor never saw the key. */
+export type LookupOutcome = ProcessorOutcome | { kind: 'unknown' };
+
+export type PaymentKind = 'charge' | 'refund';
 
 export type UnavailableReason = 'timeout' | 'error' | 'circuit_open' | 'bulkhead_full' | 'deadline';
 
@@ -27,14 +35,12 @@ export interface RefundRequest {
   amount: number;
 }
 
-/** The processor answered "no": a business answer, not a failure of the processor. */
-class ProcessorDeclined extends Error {
-  readonly reference: string | null;
-  readonly code: string;
-  constructor(reference: string | null, code: string, message: string) {
-    super(message);
-    this.reference = reference;
-    this.code = code;
+/** The processor answered about a key: what it holds for it, or that it never saw it. */
+class ProcessorAnswered extends Error {
+  readonly outcome: LookupOutcome;
+  constructor(outcome: LookupOutcome) {
+    super(`processor answered ${outcome.kind}`);
+    this.outcome = outcome;
   }
 }
 
@@ -64,7 +70,15 @@ class Bulkhead {
   }
 }
 
-type Attempt = (path: string, body: unknown, key: string, timeoutMs: number) => Promise<{ id: string }>;
+interface Call {
+  method: 'GET' | 'POST';
+  path: string;
+  body?: unknown;
+  /** Sent as Idempotency-Key on a payment request. */
+  key?: string;
+}
+
+type Attempt = (call: Call, timeoutMs: number) => Promise<LookupOutcome>;
 
 // Below this much time left an attempt would likely time out and count against a healthy processor;
 // better to answer pending now.
@@ -85,8 +99,12 @@ export type ProcessorSettings = Pick<
 >;
 
 export interface ProcessorClient {
-  charge(request: ChargeRequest, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
-  refund(request: RefundRequest, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
+  /** Asks the processor to make the payment; its idempotency key makes every repeat the same request. */
+  send(kind: PaymentKind, request: ChargeRequest | RefundRequest, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
+  /** What the processor holds for our key, looked up in its records (not its idempotency cache). */
+  lookUp(kind: PaymentKind, idempotencyKey: string, deadline: number): Promise<LookupOutcome>;
+  /** Burns a key the processor holds nothing for; answers what it holds when it does. */
+  voidKey(kind: PaymentKind, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
   breakerState(): BreakerState;
   onBreakerStateChange(listener: (state: BreakerState) => void): void;
   shutdown(): void;
@@ -100,34 +118,28 @@ export function createProcessorClient(
   logger: Logger,
   observe: CallObserver = () => undefined,
 ): ProcessorClient {
-  const attempt: Attempt = async (path, body, key, timeoutMs) => {
+  const attempt: Attempt = async (call, timeoutMs) => {
     const requestId = currentRequestId();
-    const response = await fetch(new URL(path, settings.PROCESSOR_URL), {
-      method: 'POST',
+    const response = await fetch(new URL(call.path, settings.PROCESSOR_URL), {
+      method: call.method,
       headers: {
-        'content-type': 'application/json',
-        'idempotency-key': key,
+        ...(call.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(call.key === undefined ? {} : { 'idempotency-key': call.key }),
         ...(requestId ? { 'x-request-id': requestId } : {}),
       },
-      body: JSON.stringify(body),
+      body: call.body === undefined ? undefined : JSON.stringify(call.body),
       // Per call, so a timed-out attempt really stops and no other call is touched.
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const payload = (await response.json().catch(() => undefined)) as
-      | { id?: string; error?: { code?: string; message?: string } }
-      | undefined;
-    if (response.status === 200 && payload?.id) return { id: payload.id };
-    if (response.status === 402 || response.status === 400) {
-      throw new ProcessorDeclined(
-        payload?.id ?? null,
-        payload?.error?.code ?? 'processor_rejected',
-        payload?.error?.message ?? 'The processor rejected the request.',
-      );
-    }
-    throw new ProcessorHttpError(response.status);
+    const payload = (await response.json().catch(() => undefined)) as ProcessorPayload | undefined;
+    const outcome = response.status < 500 ? outcomeOf(response.status, payload) : undefined;
+    if (!outcome) throw new ProcessorHttpError(response.status);
+    // An answer about the payment, not about the processor's health: never counted as a failure.
+    if (outcome.kind !== 'approved') throw new ProcessorAnswered(outcome);
+    return outcome;
   };
 
-  const breaker = new CircuitBreaker<Parameters<Attempt>, { id: string }>(attempt, {
+  const breaker = new CircuitBreaker<Parameters<Attempt>, LookupOutcome>(attempt, {
     name: 'processor',
     // The attempt's own AbortSignal is the timeout; opossum's would not cancel the request.
     timeout: false,
@@ -135,8 +147,8 @@ export function createProcessorClient(
     volumeThreshold: settings.BREAKER_VOLUME_THRESHOLD,
     rollingCountTimeout: settings.BREAKER_ROLLING_WINDOW_MS,
     resetTimeout: settings.BREAKER_RESET_TIMEOUT_MS,
-    // A decline is the processor working as it should.
-    errorFilter: (err: unknown) => err instanceof ProcessorDeclined,
+    // A decline, a void, a "never seen" are the processor working as it should.
+    errorFilter: (err: unknown) => err instanceof ProcessorAnswered,
   });
   const bulkhead = new Bulkhead(settings.PROCESSOR_MAX_CONCURRENCY);
 
@@ -151,15 +163,15 @@ export function createProcessorClient(
   breaker.on('halfOpen', () => moveTo('half_open'));
   breaker.on('close', () => moveTo('closed'));
 
-  async function call(path: string, body: unknown, key: string, deadline: number): Promise<ProcessorOutcome> {
+  async function call(operation: string, request: Call, deadline: number): Promise<LookupOutcome> {
     const started = performance.now();
-    const outcome = await callWithRetries(path, body, key, deadline);
+    const outcome = await callWithRetries(request, deadline);
     const label = outcome.kind === 'unavailable' ? `unavailable_${outcome.reason}` : outcome.kind;
-    observe(path.slice(1), label, (performance.now() - started) / 1000);
+    observe(operation, label, (performance.now() - started) / 1000);
     return outcome;
   }
 
-  async function callWithRetries(path: string, body: unknown, key: string, deadline: number): Promise<ProcessorOutcome> {
+  async function callWithRetries(request: Call, deadline: number): Promise<LookupOutcome> {
     let last: ProcessorOutcome = { kind: 'unavailable', reason: 'deadline', detail: 'no time left to call' };
     for (let n = 1; n <= settings.PROCESSOR_MAX_ATTEMPTS; n += 1) {
       const left = deadline - Date.now();
@@ -168,18 +180,15 @@ export function createProcessorClient(
         return { kind: 'unavailable', reason: 'bulkhead_full', detail: 'too many processor calls in flight' };
       }
       try {
-        const { id } = await breaker.fire(path, body, key, Math.min(settings.PROCESSOR_ATTEMPT_TIMEOUT_MS, left));
-        return { kind: 'approved', reference: id };
+        return await breaker.fire(request, Math.min(settings.PROCESSOR_ATTEMPT_TIMEOUT_MS, left));
       } catch (err) {
-        if (err instanceof ProcessorDeclined) {
-          return { kind: 'declined', reference: err.reference, code: err.code, message: err.message };
-        }
+        if (err instanceof ProcessorAnswered) return err.outcome;
         if ((err as { code?: string }).code === 'EOPENBREAKER') {
           return { kind: 'unavailable', reason: 'circuit_open', detail: 'processor circuit is open' };
         }
         const timedOut = (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError';
         last = { kind: 'unavailable', reason: timedOut ? 'timeout' : 'error', detail: (err as Error).message };
-        logger.info({ attempt: n, path, reason: last.reason, detail: last.detail }, 'processor attempt failed');
+        logger.info({ attempt: n, path: request.path, reason: last.reason, detail: last.detail }, 'processor attempt failed');
       } finally {
         bulkhead.release();
       }
@@ -191,11 +200,67 @@ export function createProcessorClient(
     return last;
   }
 
+  const keyPath = (action: 'lookup' | 'void', kind: PaymentKind, key: string) =>
+    `/${action}/${kind}s/${encodeURIComponent(key)}`;
+  // Only a lookup may learn "never seen"; a request or a void always ends in a payment's state.
+  const settled = (outcome: LookupOutcome): ProcessorOutcome =>
+    outcome.kind === 'unknown' ? { kind: 'unavailable', reason: 'error', detail: 'the processor answered unknown' } : outcome;
+
   return {
-    charge: (request, key, deadline) => call('/charges', request, key, deadline),
-    refund: (request, key, deadline) => call('/refunds', request, key, deadline),
+    send: async (kind, request, key, deadline) =>
+      settled(await call(kind, { method: 'POST', path: `/${kind}s`, body: request, key }, deadline)),
+    lookUp: (kind, key, deadline) => call(`${kind}_lookup`, { method: 'GET', path: keyPath('lookup', kind, key) }, deadline),
+    voidKey: async (kind, key, deadline) =>
+      settled(await call(`${kind}_void`, { method: 'POST', path: keyPath('void', kind, key) }, deadline)),
     breakerState: () => state,
     onBreakerStateChange: (listener) => listeners.push(listener),
     shutdown: () => breaker.shutdown(),
   };
+}
+
+interface ProcessorPayload {
+  id?: string;
+  state?: string;
+  code?: string;
+  message?: string;
+  error?: { code?: string; message?: string };
+}
+
+/**
+ * What an answer under 500 says. A payment request: 200 approved, 402 declined, 409 with
+ * idempotency_key_voided refused for good, 400 rejected (a decline: the request can never succeed).
+ * A lookup or void: 200 with the key's state. Anything else says the processor is not well.
+ */
+function outcomeOf(status: number, payload: ProcessorPayload | undefined): LookupOutcome | undefined {
+  if (!payload) return undefined;
+  if (status === 200 && payload.state) {
+    switch (payload.state) {
+      case 'succeeded':
+        return payload.id ? { kind: 'approved', reference: payload.id } : undefined;
+      case 'declined':
+        return {
+          kind: 'declined',
+          reference: payload.id ?? null,
+          code: payload.code ?? 'processor_rejected',
+          message: payload.message ?? 'The processor declined the payment.',
+        };
+      case 'voided':
+        return { kind: 'voided' };
+      case 'unknown':
+        return { kind: 'unknown' };
+      default:
+        return undefined;
+    }
+  }
+  if (status === 200 && payload.id) return { kind: 'approved', reference: payload.id };
+  if (status === 409 && payload.error?.code === 'idempotency_key_voided') return { kind: 'voided' };
+  if (status === 402 || status === 400) {
+    return {
+      kind: 'declined',
+      reference: payload.id ?? null,
+      code: payload.error?.code ?? 'processor_rejected',
+      message: payload.error?.message ?? 'The processor rejected the request.',
+    };
+  }
+  return undefined;
 }

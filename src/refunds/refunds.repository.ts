@@ -6,7 +6,10 @@ export type RefundRow = Selectable<RefundsTable>;
 
 export async function insertPendingRefund(
   db: DbOrTrx,
-  refund: Omit<RefundRow, 'status' | 'failure_code' | 'failure_message' | 'processor_reference' | 'created_at' | 'updated_at'>,
+  refund: Pick<
+    RefundRow,
+    'id' | 'account_id' | 'charge_id' | 'idempotency_key_id' | 'amount' | 'currency' | 'reason' | 'processor_idempotency_key'
+  >,
 ): Promise<RefundRow> {
   return db
     .insertInto('refunds')
@@ -24,29 +27,50 @@ export async function findRefund(db: DbOrTrx, accountId: string, id: string): Pr
     .executeTakeFirst();
 }
 
-export async function findRefundById(db: DbOrTrx, id: string): Promise<RefundRow | undefined> {
-  return db.selectFrom('refunds').selectAll().where('id', '=', id).executeTakeFirst();
+// A refund's view of the charge it refunds: the few columns it needs, read from the charges table itself
+// so that refunds depend on no code of charges.
+
+export interface RefundableCharge {
+  id: string;
+  status: string;
+  amount: number;
+  amount_refunded: number;
+  currency: string;
 }
 
-export async function lockRefundById(db: DbOrTrx, id: string): Promise<RefundRow | undefined> {
-  return db.selectFrom('refunds').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
-}
-
-export async function findRefundByKeyId(db: DbOrTrx, keyId: string): Promise<RefundRow | undefined> {
-  return db.selectFrom('refunds').selectAll().where('idempotency_key_id', '=', keyId).executeTakeFirst();
-}
-
-export type RefundUpdate =
-  | { status: 'pending' }
-  | { status: 'succeeded'; processor_reference: string }
-  | { status: 'failed'; processor_reference: string | null; failure_code: string; failure_message: string };
-
-export async function updateRefund(db: DbOrTrx, id: string, update: RefundUpdate): Promise<RefundRow> {
-  const reset = { processor_reference: null, failure_code: null, failure_message: null };
+/** Locks the charge a new refund would refund, so concurrent refunds reserve their amounts one at a time. */
+export async function lockChargeForRefund(
+  db: DbOrTrx,
+  accountId: string,
+  chargeId: string,
+): Promise<RefundableCharge | undefined> {
   return db
-    .updateTable('refunds')
-    .set({ ...reset, ...update, updated_at: sql<Date>`now()` })
-    .where('id', '=', id)
-    .returningAll()
+    .selectFrom('charges')
+    .select(['id', 'status', 'amount', 'amount_refunded', 'currency'])
+    .where('account_id', '=', accountId)
+    .where('id', '=', chargeId)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/**
+ * Changes how much of a charge is held by refunds: succeeded, in flight, or with their outcome unknown.
+ * The charge's CHECK constraint keeps it within the charged amount.
+ */
+export async function changeAmountHeld(db: DbOrTrx, chargeId: string, delta: number): Promise<void> {
+  await db
+    .updateTable('charges')
+    .set((eb) => ({ amount_refunded: eb('amount_refunded', '+', delta), updated_at: sql<Date>`now()` }))
+    .where('id', '=', chargeId)
+    .execute();
+}
+
+/** The processor's reference of the charge being refunded: what the processor refunds. */
+export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<string> {
+  const row = await db
+    .selectFrom('charges')
+    .select('processor_reference')
+    .where('id', '=', chargeId)
     .executeTakeFirstOrThrow();
+  return row.processor_reference!;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { MAX_AMOUNT, objectId } from '../charges/charges.schemas.ts';
+import { MAX_AMOUNT } from '../payments/payments.schemas.ts';
+import { objectId } from '../validation.ts';
 
 export const REFUND_REASONS = ['duplicate', 'fraudulent', 'requested_by_customer'] as const;
 

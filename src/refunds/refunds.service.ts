@@ -1,42 +1,23 @@
-// Refunds: the create flow as an idempotent operation (the same machinery as charges), settling, reads.
-// A charge's amount_refunded counts refunds that succeeded, those in flight, and those given up on with
-// the outcome unknown, so the refunded total can never pass the charge: each new refund reserves its
-// amount under the charge's row lock.
-import { objectId } from '../charges/charges.schemas.ts';
-import {
-  addToAmountRefunded,
-  findChargeById,
-  lockCharge,
-  PROCESSOR_UNAVAILABLE,
-} from '../charges/charges.repository.ts';
-import type { Db, DbOrTrx } from '../db/database.ts';
+// Refunds: what a refund is to the payments module, its create flow as an idempotent operation, the read.
+// A charge's amount_refunded counts refunds that succeeded, those in flight, and those whose outcome is
+// not known yet, so the refunded total can never pass the charge: each new refund reserves its amount
+// under the charge's row lock, and only a refund the processor answered "failed" gives it back.
+import type { Db } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
-import { parseWith } from '../http/validation.ts';
-import {
-  type IdempotentOperation,
-  paymentResponse,
-  type StoredResponse,
-} from '../idempotency/idempotency.service.ts';
+import type { IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
-import type { JobQueue } from '../jobs/queue.ts';
-import { type Answer, GIVE_UP_MESSAGE, type Settler } from '../jobs/settle.ts';
-import type { ProcessorClient, ProcessorOutcome } from '../processor/processor.client.ts';
+import type { Payments, PaymentType } from '../payments/payments.service.ts';
+import type { ProcessorOutcome } from '../processor/processor.client.ts';
+import { objectId, parseWith } from '../validation.ts';
 import {
+  changeAmountHeld,
+  chargeReferenceOf,
   findRefund,
-  findRefundById,
-  findRefundByKeyId,
   insertPendingRefund,
-  lockRefundById,
+  lockChargeForRefund,
   type RefundRow,
-  updateRefund,
 } from './refunds.repository.ts';
 import { type CreateRefundParams, createRefundSchema, type Refund } from './refunds.schemas.ts';
-
-export interface RefundDeps {
-  db: Db;
-  processor: ProcessorClient;
-  queue: JobQueue;
-}
 
 export function presentRefund(refund: RefundRow): Refund {
   return {
@@ -54,50 +35,34 @@ export function presentRefund(refund: RefundRow): Refund {
   };
 }
 
+export const refundPayments: PaymentType<RefundRow> = {
+  kind: 'refund',
+  table: 'refunds',
+  processorRequest: async (db, refund) => ({ charge: await chargeReferenceOf(db, refund.charge_id), amount: refund.amount }),
+  // The processor said no: the amount was never paid out, so the charge may be refunded by it again.
+  afterFailed: async (trx, refund) => {
+    await lockChargeForRefund(trx, refund.account_id, refund.charge_id);
+    await changeAmountHeld(trx, refund.charge_id, -refund.amount);
+  },
+  present: presentRefund,
+  failedTitle: 'Refund failed',
+};
+
 const notRefundable = (detail: string) =>
   new ProblemError(409, 'charge_not_refundable', 'Charge not refundable', detail);
 
-const refundResponse = (refund: RefundRow): StoredResponse =>
-  paymentResponse(refund, 'refund', presentRefund(refund), 'Refund failed');
-
-async function callProcessorFor(deps: RefundDeps, refund: RefundRow, deadline: number): Promise<ProcessorOutcome> {
-  const charge = await findChargeById(deps.db, refund.charge_id);
-  return deps.processor.refund(
-    { charge: charge!.processor_reference!, amount: refund.amount },
-    refund.processor_idempotency_key,
-    deadline,
-  );
-}
-
-/** Records a processor answer on a pending refund; a failed refund gives its amount back to the charge. */
-async function applyAnswer(trx: DbOrTrx, id: string, answer: Answer): Promise<RefundRow> {
-  const refund = (await lockRefundById(trx, id))!;
-  if (refund.status !== 'pending') return refund;
-  if (answer.kind === 'approved') {
-    return updateRefund(trx, id, { status: 'succeeded', processor_reference: answer.reference });
-  }
-  await releaseAmount(trx, refund);
-  return updateRefund(trx, id, {
-    status: 'failed',
-    processor_reference: answer.reference,
-    failure_code: answer.code,
-    failure_message: answer.message,
-  });
-}
-
-async function releaseAmount(trx: DbOrTrx, refund: RefundRow): Promise<void> {
-  await lockCharge(trx, refund.account_id, refund.charge_id);
-  await addToAmountRefunded(trx, refund.charge_id, -refund.amount);
-}
-
-export function createRefundOperation(deps: RefundDeps): IdempotentOperation<CreateRefundParams> {
+export function createRefundOperation(deps: { payments: Payments }): IdempotentOperation<
+  CreateRefundParams,
+  ProcessorOutcome | undefined
+> {
+  const { payments } = deps;
   return {
     method: 'POST',
     path: '/v1/refunds',
     parse: (body) => parseWith(createRefundSchema, body),
 
     async recordIntent(trx, key, params) {
-      const charge = await lockCharge(trx, key.account_id, params.charge);
+      const charge = await lockChargeForRefund(trx, key.account_id, params.charge);
       if (!charge) throw new NotFoundError(`No charge ${params.charge}.`);
       if (charge.status !== 'succeeded') {
         throw notRefundable(`Charge ${charge.id} is ${charge.status}; only a succeeded charge can be refunded.`);
@@ -123,49 +88,10 @@ export function createRefundOperation(deps: RefundDeps): IdempotentOperation<Cre
         reason: params.reason ?? null,
         processor_idempotency_key: `refund_${key.id}`,
       });
-      await addToAmountRefunded(trx, charge.id, amount);
+      await changeAmountHeld(trx, charge.id, amount);
     },
-
-    async callProcessor(key, deadline) {
-      const refund = await findRefundByKeyId(deps.db, key.id);
-      if (!refund) throw new Error(`no refund for idempotency key ${key.id}`);
-      return callProcessorFor(deps, refund, deadline);
-    },
-
-    async recordOutcome(trx, key, outcome) {
-      const refund = (await findRefundByKeyId(trx, key.id))!;
-      if (outcome.kind !== 'unavailable') return refundResponse(await applyAnswer(trx, refund.id, outcome));
-      await deps.queue.enqueueSettle(trx, { kind: 'refund', id: refund.id });
-      return refundResponse(refund);
-    },
-  };
-}
-
-export function createRefundSettler(deps: RefundDeps): Settler {
-  return {
-    async askProcessor(id, deadline) {
-      let refund = await findRefundById(deps.db, id);
-      if (refund?.status === 'failed' && refund.failure_code === PROCESSOR_UNAVAILABLE) {
-        // An operator redrove a refund we gave up on; it still holds its amount (see giveUp).
-        refund = await updateRefund(deps.db, id, { status: 'pending' });
-      }
-      return refund?.status === 'pending' ? callProcessorFor(deps, refund, deadline) : undefined;
-    },
-    async apply(trx, id, answer) {
-      await applyAnswer(trx, id, answer);
-    },
-    async giveUp(trx, id) {
-      const refund = (await lockRefundById(trx, id))!;
-      if (refund.status !== 'pending') return;
-      // The processor may have paid it: the amount stays held, so the charge can never be refunded twice
-      // over. Only a refund the processor answered "failed" gives its amount back.
-      await updateRefund(trx, id, {
-        status: 'failed',
-        processor_reference: null,
-        failure_code: PROCESSOR_UNAVAILABLE,
-        failure_message: GIVE_UP_MESSAGE,
-      });
-    },
+    callOut: (key, deadline) => payments.attempt(refundPayments, key.id, deadline),
+    recordOutcome: (trx, key, outcome) => payments.record(trx, refundPayments, key.id, outcome),
   };
 }
 

@@ -33,6 +33,11 @@ const chargeSchema = z.object({
   description: z.string().nullish(),
 });
 const refundSchema = z.object({ charge: z.string().min(1), amount: z.number().int().positive() });
+const retentionSchema = z.strictObject({ seconds: z.number().min(0).nullable() });
+
+const DECLINE_MESSAGES = new Map(
+  Object.values(DECISIONS).flatMap((d) => (d.approved ? [] : [[d.code, d.message] as const])),
+);
 
 export interface LedgerEntry {
   id: string;
@@ -46,6 +51,23 @@ export interface LedgerEntry {
   /** The caller's X-Request-Id, so a charge can be traced back to the request that made it. */
   request_id: string | null;
   created: string;
+}
+
+export interface VoidedKey {
+  type: 'charge' | 'refund';
+  idempotency_key: string;
+}
+
+/** What the processor knows about an idempotency key, from its ledger and its voids. */
+export type Lookup =
+  | { state: 'succeeded'; id: string }
+  | { state: 'declined'; id: string; code: string; message: string }
+  | { state: 'voided' }
+  | { state: 'unknown' };
+
+export interface SimulatorOptions {
+  /** How long a key's stored answer is kept; unset keeps it forever. */
+  keyRetentionSeconds?: number;
 }
 
 interface StoredAnswer {
@@ -68,17 +90,24 @@ function seededRandom(seed: number): () => number {
 export interface SimulatorState {
   chaos: Chaos;
   ledger: LedgerEntry[];
-  requests: { charges: number; refunds: number };
+  voided: VoidedKey[];
+  keyRetentionSeconds: number | null;
+  requests: { charges: number; refunds: number; lookups: number; voids: number };
 }
 
-export function createSimulatorApp(): { app: Express; state: SimulatorState } {
+const TYPES: Record<string, 'charge' | 'refund'> = { charges: 'charge', refunds: 'refund' };
+
+export function createSimulatorApp(options: SimulatorOptions = {}): { app: Express; state: SimulatorState } {
   const state: SimulatorState = {
     chaos: chaosSchema.parse({ mode: 'healthy' }),
     ledger: [],
-    requests: { charges: 0, refunds: 0 },
+    voided: [],
+    keyRetentionSeconds: options.keyRetentionSeconds ?? null,
+    requests: { charges: 0, refunds: 0, lookups: 0, voids: 0 },
   };
   let random = seededRandom(state.chaos.seed);
-  const answers = new Map<string, StoredAnswer>();
+  const answers = new Map<string, StoredAnswer & { storedAt: number }>();
+  const voidedKeys = new Set<string>();
   const refundedByCharge = new Map<string, number>();
   const charges = new Map<string, LedgerEntry>();
 
@@ -110,6 +139,41 @@ export function createSimulatorApp(): { app: Express; state: SimulatorState } {
     return key;
   }
 
+  /** The stored answer for a key, unless retention has since forgotten it (as Stripe does after 24 h). */
+  function remembered(cacheKey: string): StoredAnswer | undefined {
+    const stored = answers.get(cacheKey);
+    const retention = state.keyRetentionSeconds;
+    if (stored && retention !== null && Date.now() - stored.storedAt > retention * 1000) {
+      answers.delete(cacheKey);
+      return undefined;
+    }
+    return stored;
+  }
+
+  /** Refuses a voided key. Called after any chaos delay, so a void landing mid-sleep still stops the request. */
+  function refuseVoided(res: Response, cacheKey: string): boolean {
+    if (!voidedKeys.has(cacheKey)) return false;
+    res.status(409).json({
+      error: {
+        type: 'invalid_request_error',
+        code: 'idempotency_key_voided',
+        message: 'This idempotency key was voided; no charge will be made with it.',
+      },
+    });
+    return true;
+  }
+
+  /** Reads the permanent ledger, not the answer cache, so a key retention forgot is still found. */
+  function lookup(type: 'charge' | 'refund', key: string): Lookup {
+    const entry = state.ledger.findLast((e) => e.type === type && e.idempotency_key === key);
+    if (entry?.status === 'succeeded') return { state: 'succeeded', id: entry.id };
+    if (entry) {
+      const code = entry.decline_code ?? 'card_declined';
+      return { state: 'declined', id: entry.id, code, message: DECLINE_MESSAGES.get(code) ?? 'Your card was declined.' };
+    }
+    return voidedKeys.has(`${type}:${key}`) ? { state: 'voided' } : { state: 'unknown' };
+  }
+
   /**
    * Answers. In lose_response mode the first answer for a key is lost after the work is recorded;
    * a repeat of the key is answered from what was recorded, as a real idempotent processor would.
@@ -127,7 +191,8 @@ export function createSimulatorApp(): { app: Express; state: SimulatorState } {
     if (!(await misbehave(res))) return;
     const key = idempotencyKey(req, res);
     if (!key) return;
-    const seen = answers.get(`charge:${key}`);
+    if (refuseVoided(res, `charge:${key}`)) return;
+    const seen = remembered(`charge:${key}`);
     if (seen) return answer(req, res, seen, false);
     const parsed = chargeSchema.safeParse(req.body);
     const decision = parsed.success ? DECISIONS[parsed.data.source] : undefined;
@@ -154,7 +219,7 @@ export function createSimulatorApp(): { app: Express; state: SimulatorState } {
           status: 402,
           body: { id: entry.id, error: { type: 'card_error', code: decision.code, message: decision.message } },
         };
-    answers.set(`charge:${key}`, stored);
+    answers.set(`charge:${key}`, { ...stored, storedAt: Date.now() });
     answer(req, res, stored, true);
   });
 
@@ -163,7 +228,8 @@ export function createSimulatorApp(): { app: Express; state: SimulatorState } {
     if (!(await misbehave(res))) return;
     const key = idempotencyKey(req, res);
     if (!key) return;
-    const seen = answers.get(`refund:${key}`);
+    if (refuseVoided(res, `refund:${key}`)) return;
+    const seen = remembered(`refund:${key}`);
     if (seen) return answer(req, res, seen, false);
     const parsed = refundSchema.safeParse(req.body);
     const charge = parsed.success ? charges.get(parsed.data.charge) : undefined;
@@ -189,12 +255,57 @@ export function createSimulatorApp(): { app: Express; state: SimulatorState } {
     };
     state.ledger.push(entry);
     const stored = { status: 200, body: { id: entry.id, object: 'refund', status: 'succeeded', amount: entry.amount } };
-    answers.set(`refund:${key}`, stored);
+    answers.set(`refund:${key}`, { ...stored, storedAt: Date.now() });
     answer(req, res, stored, true);
   });
 
+  function ledgerType(req: Request, res: Response): 'charge' | 'refund' | undefined {
+    const type = TYPES[String(req.params.type)];
+    if (!type) res.status(404).json({ error: { type: 'invalid_request_error', message: 'unknown type' } });
+    return type;
+  }
+
+  // Neither goes through answer(): lose_response only loses answers to work that moves money.
+  app.get('/lookup/:type/:key', async (req, res) => {
+    const type = ledgerType(req, res);
+    if (!type) return;
+    state.requests.lookups += 1;
+    if (!(await misbehave(res))) return;
+    res.json(lookup(type, req.params.key));
+  });
+
+  app.post('/void/:type/:key', async (req, res) => {
+    const type = ledgerType(req, res);
+    if (!type) return;
+    state.requests.voids += 1;
+    if (!(await misbehave(res))) return;
+    const key = req.params.key;
+    const known = lookup(type, key);
+    if (known.state === 'unknown') {
+      voidedKeys.add(`${type}:${key}`);
+      state.voided.push({ type, idempotency_key: key });
+      res.json({ state: 'voided' });
+      return;
+    }
+    res.json(known);
+  });
+
   app.get('/ledger', (_req, res) => {
-    res.json({ entries: state.ledger, requests: state.requests });
+    res.json({ entries: state.ledger, requests: state.requests, voided: state.voided });
+  });
+
+  app.get('/retention', (_req, res) => {
+    res.json({ seconds: state.keyRetentionSeconds });
+  });
+
+  app.put('/retention', (req, res) => {
+    const parsed = retentionSchema.safeParse(req.body);
+    if (!parsed.success) {
+      res.status(400).json({ error: { type: 'invalid_request_error', message: z.prettifyError(parsed.error) } });
+      return;
+    }
+    state.keyRetentionSeconds = parsed.data.seconds;
+    res.json({ seconds: state.keyRetentionSeconds });
   });
 
   app.get('/chaos', (_req, res) => {
@@ -222,8 +333,12 @@ export interface RunningSimulator {
 }
 
 /** Starts the simulator on a port (0 picks a free one). Closing also drops hung connections. */
-export async function startSimulator(port = 0, host = '127.0.0.1'): Promise<RunningSimulator> {
-  const { app, state } = createSimulatorApp();
+export async function startSimulator(
+  port = 0,
+  host = '127.0.0.1',
+  options: SimulatorOptions = {},
+): Promise<RunningSimulator> {
+  const { app, state } = createSimulatorApp(options);
   const sockets = new Set<Socket>();
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(port, host, () => resolve(s));

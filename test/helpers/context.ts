@@ -15,7 +15,11 @@ export interface TestContext extends BuiltApp {
   t: TestDatabase;
   simulator: RunningSimulator;
   setChaos(chaos: Partial<Chaos> & { mode: Chaos['mode'] }): Promise<void>;
-  ledger(): Promise<{ entries: LedgerEntry[]; requests: { charges: number; refunds: number } }>;
+  ledger(): Promise<{
+    entries: LedgerEntry[];
+    requests: { charges: number; refunds: number; lookups: number; voids: number };
+    voided: { type: string; idempotency_key: string }[];
+  }>;
   account(): ReturnType<typeof makeAccount>;
   /** Starts this context's worker (settle jobs, completer, reaper); destroy() stops it. */
   startWorker(): Promise<Worker>;
@@ -58,6 +62,17 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
   };
 }
 
+/** Background work at test speed: one processor attempt per call, jobs and passes every second or faster. */
+export const FAST_JOBS = {
+  PROCESSOR_MAX_ATTEMPTS: '1',
+  JOB_POLL_INTERVAL_SECONDS: '0.5',
+  SETTLE_RETRY_DELAY_SECONDS: '1',
+  SETTLE_RETRY_DELAY_MAX_SECONDS: '1',
+  RECONCILE_INTERVAL_SECONDS: '1',
+  SWEEP_INTERVAL_SECONDS: '1',
+  COMPLETER_INTERVAL_SECONDS: '1',
+};
+
 export const newKey = () => `key-${randomUUID()}`;
 
 export const charge = (overrides: Record<string, unknown> = {}) => ({
@@ -79,8 +94,26 @@ export function postCharge(
   return req.send(body as object);
 }
 
-export function ledgerFor(entries: LedgerEntry[], processorKeyPrefix: string) {
-  return entries.filter((e) => e.idempotency_key.startsWith(processorKeyPrefix));
+/** The processor's ledger entries made with exactly this idempotency key. */
+export function ledgerFor(entries: LedgerEntry[], processorKey: string) {
+  return entries.filter((e) => e.idempotency_key === processorKey);
+}
+
+/** The processor idempotency key of a charge or refund, as the ledger records it. */
+export async function processorKeyOf(ctx: TestContext, table: 'charges' | 'refunds', id: string) {
+  const row = await ctx.t.db
+    .selectFrom(table as 'charges')
+    .select('processor_idempotency_key')
+    .where('id', '=', id)
+    .executeTakeFirstOrThrow();
+  return row.processor_idempotency_key;
+}
+
+/** A metric's value in the app's /metrics text (0 when absent). */
+export async function metricValue(ctx: TestContext, series: string): Promise<number> {
+  const text = (await request(ctx.app).get('/metrics')).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
 /** The charge as the API shows it now. */

@@ -19,7 +19,12 @@ describe('GET /health', () => {
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/^application\/health\+json/);
     expect(res.body.status).toBe('pass');
-    expect(Object.keys(res.body.checks).sort()).toEqual(['database:responseTime', 'processor:circuit', 'queue:backlog']);
+    expect(Object.keys(res.body.checks).sort()).toEqual([
+      'database:responseTime',
+      'payments:awaitingReconciliation',
+      'processor:circuit',
+      'queue:backlog',
+    ]);
     for (const [check] of Object.values(res.body.checks) as Record<string, unknown>[][]) {
       expect(check).toMatchObject({ status: 'pass', time: expect.any(String), observedValue: expect.anything() });
     }
@@ -32,7 +37,13 @@ describe('GET /health', () => {
     try {
       for (let i = 0; i < 2; i += 1) await postCharge(ctx, auth, newKey());
       expect(ctx.processor.breakerState()).toBe('open');
-      await new Promise((r) => setTimeout(r, 1100)); // past the health cache
+      // The report is cached for a second: poll until it shows the open circuit.
+      await expect
+        .poll(async () => (await request(ctx.app).get('/health')).body.checks['processor:circuit'][0].observedValue, {
+          timeout: 10_000,
+          interval: 100,
+        })
+        .toBe('open');
       const res = await request(ctx.app).get('/health');
       expect(res.status).toBe(200);
       expect(res.body.status).toBe('warn');

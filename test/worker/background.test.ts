@@ -174,7 +174,7 @@ describe('several workers at once', () => {
       })
       .toBe(true);
     expect((await ctx.ledger()).requests.charges - before).toBe(ids.length);
-    const settledBy = logs.map((l) => l.lines.filter((x) => x.msg === 'settle job settled').map((x) => x.id));
+    const settledBy = logs.map((l) => l.lines.filter((x) => x.msg === 'settle job: settled').map((x) => x.id));
     expect(settledBy.flat().sort()).toEqual([...ids].sort());
     const { entries } = await ctx.ledger();
     for (const id of ids) {

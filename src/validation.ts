@@ -1,6 +1,14 @@
-// Turns zod failures into our ValidationError with one entry per problem.
-import type { z } from 'zod';
-import { type FieldError, ValidationError } from '../errors.ts';
+// Input rules shared by every resource, and zod failures turned into our ValidationError.
+import { z } from 'zod';
+import { type FieldError, ValidationError } from './errors.ts';
+
+/** Text Postgres can store: well-formed UTF-16 (no lone surrogates) and no NUL character. */
+export const text = () =>
+  z.string().refine((s) => s.isWellFormed() && !s.includes('\u0000'), 'must be text without NUL or lone surrogates');
+
+/** An object id as we make them: a prefix and up to 64 URL-safe characters. */
+export const objectId = (prefix: string) =>
+  z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_-]{1,64}$`), `must be an id like ${prefix}_…`);
 
 export function fieldErrors(error: z.ZodError): FieldError[] {
   return error.issues.flatMap((issue) => {

@@ -1,0 +1,115 @@
+// The job queue (pg-boss, in our own Postgres). Sits low, beside the database code, so a service can
+// enqueue inside its own transaction without knowing anything about the worker.
+import { sql } from 'kysely';
+import { fromKysely, PgBoss, type SendOptions } from 'pg-boss';
+import type pg from 'pg';
+import type { Config } from '../config.ts';
+import type { DbOrTrx } from './database.ts';
+
+export const JOB_SCHEMA = 'pgboss';
+/** Asks the processor again about a pending payment, fast at first, until its settle window ends. */
+export const SETTLE_QUEUE = 'settle';
+/** Asks the processor, slowly and for as long as it takes, what became of a payment past its window. */
+export const RECONCILE_QUEUE = 'reconcile';
+/** Jobs that ran out of attempts on errors; the sweep counts each and drives its payment again. */
+export const SETTLE_DEAD_QUEUE = 'settle-dead';
+
+/** A wake-up for one pending charge or refund; the row itself stays the source of truth. */
+export interface PaymentJob {
+  kind: 'charge' | 'refund';
+  id: string;
+}
+
+export type QueueSettings = Pick<
+  Config,
+  | 'SETTLE_MAX_ATTEMPTS'
+  | 'SETTLE_RETRY_DELAY_SECONDS'
+  | 'SETTLE_RETRY_DELAY_MAX_SECONDS'
+  | 'SETTLE_WINDOW_SECONDS'
+  | 'RECONCILE_INTERVAL_SECONDS'
+>;
+
+// A job makes a few bounded calls; one still active after this long belonged to a worker that died, and
+// pg-boss hands it to another.
+const JOB_EXPIRE_SECONDS = 120;
+// Reconciliation never gives up on its own: a payment the processor may have made stays asked about.
+const RECONCILE_ATTEMPTS = 1_000_000;
+const DEAD_LETTER_RETENTION_SECONDS = 30 * 86400;
+
+export function queueOptions(settings: QueueSettings) {
+  return {
+    [SETTLE_QUEUE]: {
+      retryLimit: settings.SETTLE_MAX_ATTEMPTS - 1,
+      retryDelay: settings.SETTLE_RETRY_DELAY_SECONDS,
+      retryBackoff: true,
+      retryDelayMax: settings.SETTLE_RETRY_DELAY_MAX_SECONDS,
+      expireInSeconds: JOB_EXPIRE_SECONDS,
+      retentionSeconds: settings.SETTLE_WINDOW_SECONDS + 86400,
+      deadLetter: SETTLE_DEAD_QUEUE,
+    },
+    [RECONCILE_QUEUE]: {
+      retryLimit: RECONCILE_ATTEMPTS,
+      retryDelay: settings.RECONCILE_INTERVAL_SECONDS,
+      retryBackoff: false,
+      expireInSeconds: JOB_EXPIRE_SECONDS,
+      retentionSeconds: DEAD_LETTER_RETENTION_SECONDS,
+      deadLetter: SETTLE_DEAD_QUEUE,
+    },
+  };
+}
+
+/** A pg-boss instance over our own pool. It never migrates: the schema comes from migrations/. */
+export function createBoss(pool: pg.Pool, options: { supervise: boolean }): PgBoss {
+  return new PgBoss({
+    db: { executeSql: (text: string, values?: unknown[]) => pool.query(text, values) },
+    schema: JOB_SCHEMA,
+    migrate: false,
+    createSchema: false,
+    supervise: options.supervise,
+    schedule: false,
+  });
+}
+
+/** Brings the queues' retry settings in line with the configuration. */
+export async function configureQueues(boss: PgBoss, settings: QueueSettings): Promise<void> {
+  for (const [name, options] of Object.entries(queueOptions(settings))) await boss.updateQueue(name, options);
+}
+
+export interface JobQueue {
+  /**
+   * Enqueues inside `trx`: the job exists if and only if the transaction commits. At most one live job
+   * per payment and queue (the queues are `exclusive`): a second one is simply not made.
+   */
+  enqueue(trx: DbOrTrx, queue: typeof SETTLE_QUEUE | typeof RECONCILE_QUEUE, job: PaymentJob): Promise<void>;
+  /** Takes up to `limit` dead letters off their queue, each exactly once across every worker. */
+  takeDeadLetters(limit: number): Promise<(PaymentJob & { queue: string })[]>;
+}
+
+export function createJobQueue(boss: PgBoss, settings: QueueSettings): JobQueue {
+  const options = queueOptions(settings);
+  return {
+    async enqueue(trx, queue, job) {
+      const send: SendOptions = { ...options[queue], singletonKey: `${job.kind}:${job.id}`, db: fromKysely(trx) };
+      await boss.send(queue, job, send);
+    },
+    async takeDeadLetters(limit) {
+      const jobs = await boss.fetch<PaymentJob>(SETTLE_DEAD_QUEUE, { batchSize: limit, includeMetadata: true });
+      if (!jobs.length) return [];
+      await boss.complete(
+        SETTLE_DEAD_QUEUE,
+        jobs.map((j) => j.id),
+      );
+      return jobs.map((j) => ({ ...j.data, queue: j.sourceName ?? 'unknown' }));
+    },
+  };
+}
+
+/** Jobs waiting per queue (ready or deferred for a retry), read in one statement. */
+export async function queueDepths(db: DbOrTrx): Promise<{ backlog: number; dead: number }> {
+  const { rows } = await sql<{ name: string; n: string }>`
+    select name, count(*) as n from ${sql.table(`${JOB_SCHEMA}.job`)}
+    where name in (${SETTLE_QUEUE}, ${RECONCILE_QUEUE}, ${SETTLE_DEAD_QUEUE}) and state < 'active'
+    group by name`.execute(db);
+  const count = (name: string) => Number(rows.find((r) => r.name === name)?.n ?? 0);
+  return { backlog: count(SETTLE_QUEUE) + count(RECONCILE_QUEUE), dead: count(SETTLE_DEAD_QUEUE) };
+}

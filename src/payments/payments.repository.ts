@@ -1,0 +1,123 @@
+// Queries that charges and refunds share: their rows have the same life (pending → succeeded | failed),
+// so one set of statements serves both tables. Every time comparison uses the database clock.
+import { type Selectable, sql } from 'kysely';
+import type { DbOrTrx } from '../db/database.ts';
+import { JOB_SCHEMA, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
+import type { ChargesTable, RefundsTable } from '../db/schema.ts';
+
+export type PaymentTable = 'charges' | 'refunds';
+export type PaymentRow = Selectable<ChargesTable> | Selectable<RefundsTable>;
+
+/** A payment with what the database clock says about its age. */
+export type PaymentState<Row> = Row & {
+  /** Older than the processor's key retention: the processor may have forgotten our key. */
+  past_retention: boolean;
+  /** Older than the settle window: no new request may be sent for it, only questions. */
+  window_over: boolean;
+};
+
+export interface Clock {
+  keyRetentionSeconds: number;
+  settleWindowSeconds: number;
+}
+
+/** The columns are the same in both tables; this names them in one type Kysely can check. */
+const as = (table: PaymentTable) => table as 'charges';
+
+export async function findPaymentState<Row extends PaymentRow>(
+  db: DbOrTrx,
+  table: PaymentTable,
+  by: { id: string } | { keyId: string },
+  clock: Clock,
+): Promise<PaymentState<Row> | undefined> {
+  const row = await db
+    .selectFrom(as(table))
+    .selectAll()
+    .select([
+      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.keyRetentionSeconds})`.as('past_retention'),
+      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.settleWindowSeconds})`.as('window_over'),
+    ])
+    .where('id' in by ? 'id' : 'idempotency_key_id', '=', 'id' in by ? by.id : by.keyId)
+    .executeTakeFirst();
+  return row as PaymentState<Row> | undefined;
+}
+
+export async function lockPayment<Row extends PaymentRow>(db: DbOrTrx, table: PaymentTable, id: string): Promise<Row> {
+  const row = await db.selectFrom(as(table)).selectAll().where('id', '=', id).forUpdate().executeTakeFirstOrThrow();
+  return row as Row;
+}
+
+export type Final =
+  | { status: 'succeeded'; processor_reference: string; failure_code: null; failure_message: null }
+  | { status: 'failed'; processor_reference: string | null; failure_code: string; failure_message: string };
+
+/**
+ * Makes a pending payment final and returns it as it now is; undefined when it is not pending any more,
+ * or when another payment of the table already holds the processor's reference (never a constraint
+ * error: the caller decides what such an anomaly means). A final status never changes again.
+ */
+export async function finishPayment<Row extends PaymentRow>(
+  db: DbOrTrx,
+  table: PaymentTable,
+  id: string,
+  final: Final,
+): Promise<Row | undefined> {
+  let update = db
+    .updateTable(as(table))
+    .set({ ...final, reconcile_since: null, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('status', '=', 'pending');
+  if (final.processor_reference) {
+    const reference = final.processor_reference;
+    update = update.where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom(`${as(table)} as other`).select('other.id').where('other.processor_reference', '=', reference).where('other.id', '<>', id))),
+    );
+  }
+  return (await update.returningAll().executeTakeFirst()) as Row | undefined;
+}
+
+/** Flags a pending payment for reconciliation (once: the first flag's time is kept). */
+export async function flagForReconciliation(db: DbOrTrx, table: PaymentTable, id: string): Promise<void> {
+  await db
+    .updateTable(as(table))
+    .set({ reconcile_since: sql<Date>`coalesce(reconcile_since, now())`, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('status', '=', 'pending')
+    .execute();
+}
+
+export async function countAwaitingReconciliation(db: DbOrTrx): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    select (select count(*) from charges where status = 'pending' and reconcile_since is not null)
+         + (select count(*) from refunds where status = 'pending' and reconcile_since is not null) as n`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Pending payments nothing drives: their request finished (so neither a client's retry nor the completer
+ * will touch them) and they have no live settle or reconcile job (it was dead-lettered, lost with a
+ * worker, deleted by hand). A request commits its 202 and its job together, so no grace period is needed.
+ */
+export async function findDriverlessPayments(
+  db: DbOrTrx,
+  options: { limit: number },
+): Promise<{ kind: 'charge' | 'refund'; id: string; reconcile: boolean }[]> {
+  const { rows } = await sql<{ kind: 'charge' | 'refund'; id: string; reconcile: boolean }>`
+    select p.kind, p.id, p.reconcile from (
+      select 'charge' as kind, id, idempotency_key_id, reconcile_since is not null as reconcile, created_at
+      from charges where status = 'pending'
+      union all
+      select 'refund', id, idempotency_key_id, reconcile_since is not null, created_at
+      from refunds where status = 'pending'
+    ) p
+    where not exists (
+        select 1 from idempotency_keys k where k.id = p.idempotency_key_id and k.recovery_point <> 'finished')
+      and not exists (
+        select 1 from ${sql.table(`${JOB_SCHEMA}.job`)} j
+        where j.name in (${SETTLE_QUEUE}, ${RECONCILE_QUEUE})
+          and j.singleton_key = p.kind || ':' || p.id
+          and j.state < 'completed')
+    order by p.created_at
+    limit ${options.limit}`.execute(db);
+  return rows;
+}

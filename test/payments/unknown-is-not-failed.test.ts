@@ -1,0 +1,275 @@
+// Unknown is not failed: a payment the processor may have made is looked up, never declared failed; one it
+// never saw is voided first. Each case is caused for real on the simulator, and checked against its ledger.
+import { sql } from 'kysely';
+import request from 'supertest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createTestContext,
+  FAST_JOBS,
+  ledgerFor,
+  metricValue,
+  newKey,
+  postCharge,
+  processorKeyOf,
+  readCharge,
+  type TestContext,
+} from '../helpers/context.ts';
+
+const POLL = { timeout: 30_000, interval: 200 };
+
+/** Polls the payment until `until` holds, keeping every status it was seen in. */
+async function watch(read: () => Promise<{ status: string }>, until: (p: { status: string }) => boolean) {
+  const seen = new Set<string>();
+  await expect
+    .poll(async () => {
+      const payment = await read();
+      seen.add(payment.status);
+      return until(payment);
+    }, POLL)
+    .toBe(true);
+  return seen;
+}
+
+const flagged = async (ctx: TestContext, table: 'charges' | 'refunds', id: string) =>
+  (await ctx.t.db.selectFrom(table as 'charges').select('reconcile_since').where('id', '=', id).executeTakeFirstOrThrow())
+    .reconcile_since !== null;
+
+/** True once the payment is older than the settle window by the database clock. */
+const windowOver = async (ctx: TestContext, table: 'charges' | 'refunds', id: string, seconds: number) => {
+  const { rows } = await sql<{ over: boolean }>`
+    select created_at <= now() - make_interval(secs => ${seconds}) as over from ${sql.table(table)} where id = ${id}`.execute(
+    ctx.t.db,
+  );
+  return rows[0]!.over;
+};
+
+describe('a settle window that ends without an answer', () => {
+  const WINDOW = 3;
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ ...FAST_JOBS, SETTLE_WINDOW_SECONDS: String(WINDOW) });
+    await ctx.startWorker();
+  });
+  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterAll(() => ctx.destroy());
+
+  it('leaves a charge the processor made but whose answer was lost pending, flagged and shown, then records it succeeded through the lookup', async () => {
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'lose_response' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    const key = await processorKeyOf(ctx, 'charges', res.body.id);
+    expect(ledgerFor((await ctx.ledger()).entries, key)).toHaveLength(1);
+
+    // The processor stays down past the window: nobody can say what became of the charge.
+    await ctx.setChaos({ mode: 'down' });
+    await expect.poll(() => flagged(ctx, 'charges', res.body.id), POLL).toBe(true);
+    expect((await readCharge(ctx, auth, res.body.id)).status).toBe('pending');
+    expect(await metricValue(ctx, 'payments_awaiting_reconciliation')).toBe(1);
+    await expect
+      .poll(async () => (await request(ctx.app).get('/health')).body.checks['payments:awaitingReconciliation'][0], POLL)
+      .toMatchObject({ status: 'warn', observedValue: 1 });
+
+    await ctx.setChaos({ mode: 'healthy' });
+    const seen = await watch(
+      () => readCharge(ctx, auth, res.body.id),
+      (c) => c.status !== 'pending',
+    );
+    expect(seen).not.toContain('failed');
+    const settled = await readCharge(ctx, auth, res.body.id);
+    const entries = ledgerFor((await ctx.ledger()).entries, key);
+    expect(settled).toMatchObject({ status: 'succeeded', processor_reference: entries[0]!.id });
+    expect(entries).toHaveLength(1);
+    expect((await ctx.ledger()).requests.lookups).toBeGreaterThan(0);
+    expect(await flagged(ctx, 'charges', res.body.id)).toBe(false);
+    expect(await metricValue(ctx, 'payments_awaiting_reconciliation')).toBe(0);
+  });
+
+  it('voids a key the processor never saw before failing the charge, so a late request with it is refused and the merchant’s new charge is the only one', async () => {
+    const { account, auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    const key = await processorKeyOf(ctx, 'charges', res.body.id);
+    // Past the window the worker stops sending and asks; the processor being down, it flags the charge.
+    await expect.poll(() => flagged(ctx, 'charges', res.body.id), POLL).toBe(true);
+    expect(await windowOver(ctx, 'charges', res.body.id, WINDOW)).toBe(true);
+
+    await ctx.setChaos({ mode: 'healthy' });
+    await watch(
+      () => readCharge(ctx, auth, res.body.id),
+      (c) => c.status !== 'pending',
+    );
+    const failed = await readCharge(ctx, auth, res.body.id);
+    expect(failed).toMatchObject({ status: 'failed', failure_code: 'processor_unavailable', processor_reference: null });
+    const ledger = await ctx.ledger();
+    expect(ledger.voided).toContainEqual({ type: 'charge', idempotency_key: key });
+    expect(ledgerFor(ledger.entries, key)).toHaveLength(0);
+
+    // A request of ours still on its way with that key can never charge now.
+    const late = await request(ctx.simulator.url)
+      .post('/charges')
+      .set('Idempotency-Key', key)
+      .send({ amount: 1000, currency: 'usd', source: 'tok_visa' });
+    expect(late.status).toBe(409);
+    expect(late.body.error.code).toBe('idempotency_key_voided');
+    expect(ledgerFor((await ctx.ledger()).entries, key)).toHaveLength(0);
+
+    const again = await postCharge(ctx, auth, newKey());
+    expect(again.status).toBe(201);
+    const rows = await ctx.t.db.selectFrom('charges').selectAll().where('account_id', '=', account.id).execute();
+    const charged = (await ctx.ledger()).entries.filter((e) => rows.some((r) => r.processor_idempotency_key === e.idempotency_key));
+    expect(charged.map((e) => e.id)).toEqual([again.body.processor_reference]);
+    // A final status never changes again.
+    expect((await readCharge(ctx, auth, res.body.id)).status).toBe('failed');
+  });
+
+  it('keeps a refund whose answer was lost pending and its amount held, then records it succeeded through the lookup', async () => {
+    const { auth } = await ctx.account();
+    const created = await postCharge(ctx, auth, newKey(), { amount: 1000, currency: 'usd', source: 'tok_visa' });
+    expect(created.status).toBe(201);
+    await ctx.setChaos({ mode: 'lose_response' });
+    const refund = await request(ctx.app)
+      .post('/v1/refunds')
+      .set(auth)
+      .set('Idempotency-Key', newKey())
+      .send({ charge: created.body.id, amount: 300 });
+    expect(refund.status).toBe(202);
+    await ctx.setChaos({ mode: 'down' });
+    await expect.poll(() => flagged(ctx, 'refunds', refund.body.id), POLL).toBe(true);
+    const readRefund = async () => (await request(ctx.app).get(`/v1/refunds/${refund.body.id}`).set(auth)).body;
+    expect((await readRefund()).status).toBe('pending');
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(300);
+
+    await ctx.setChaos({ mode: 'healthy' });
+    const seen = await watch(readRefund, (r) => r.status !== 'pending');
+    expect(seen).not.toContain('failed');
+    const key = await processorKeyOf(ctx, 'refunds', refund.body.id);
+    const entries = ledgerFor((await ctx.ledger()).entries, key);
+    expect(entries).toHaveLength(1);
+    expect(await readRefund()).toMatchObject({ status: 'succeeded', processor_reference: entries[0]!.id });
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(300);
+  });
+
+  it('voids a refund the processor never saw, then fails it and gives its amount back', async () => {
+    const { auth } = await ctx.account();
+    const created = await postCharge(ctx, auth, newKey(), { amount: 1000, currency: 'usd', source: 'tok_visa' });
+    await ctx.setChaos({ mode: 'down' });
+    const refund = await request(ctx.app)
+      .post('/v1/refunds')
+      .set(auth)
+      .set('Idempotency-Key', newKey())
+      .send({ charge: created.body.id, amount: 400 });
+    expect(refund.status).toBe(202);
+    await expect.poll(() => flagged(ctx, 'refunds', refund.body.id), POLL).toBe(true);
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(400);
+
+    await ctx.setChaos({ mode: 'healthy' });
+    const readRefund = async () => (await request(ctx.app).get(`/v1/refunds/${refund.body.id}`).set(auth)).body;
+    await watch(readRefund, (r) => r.status !== 'pending');
+    expect(await readRefund()).toMatchObject({ status: 'failed', failure_code: 'processor_unavailable' });
+    const key = await processorKeyOf(ctx, 'refunds', refund.body.id);
+    expect((await ctx.ledger()).voided).toContainEqual({ type: 'refund', idempotency_key: key });
+    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(0);
+  });
+});
+
+describe('a processor that forgets keys', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ ...FAST_JOBS, SETTLE_WINDOW_SECONDS: '3600', PROCESSOR_KEY_RETENTION_SECONDS: '1' });
+    await ctx.startWorker();
+  });
+  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterAll(() => ctx.destroy());
+
+  it('looks a payment up instead of resending it once the processor may have forgotten its key, and never charges twice', async () => {
+    const { auth } = await ctx.account();
+    await request(ctx.simulator.url).put('/retention').send({ seconds: 1 }).expect(200);
+    await ctx.setChaos({ mode: 'lose_response' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    const key = await processorKeyOf(ctx, 'charges', res.body.id);
+    await ctx.setChaos({ mode: 'down' });
+    // Past both retentions the processor has forgotten the key, and we know it may have: a settle attempt
+    // now looks up first (answered 503 while the processor is down).
+    const lookups = (await ctx.ledger()).requests.lookups;
+    await expect.poll(async () => (await ctx.ledger()).requests.lookups, POLL).toBeGreaterThan(lookups);
+    expect(await windowOver(ctx, 'charges', res.body.id, 1)).toBe(true);
+
+    await ctx.setChaos({ mode: 'healthy' });
+    await watch(
+      () => readCharge(ctx, auth, res.body.id),
+      (c) => c.status !== 'pending',
+    );
+    const entries = ledgerFor((await ctx.ledger()).entries, key);
+    expect(entries).toHaveLength(1);
+    expect(await readCharge(ctx, auth, res.body.id)).toMatchObject({ status: 'succeeded', processor_reference: entries[0]!.id });
+  });
+});
+
+describe('the sweep', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ ...FAST_JOBS, SETTLE_MAX_ATTEMPTS: '1' });
+    await ctx.startWorker();
+  });
+  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterAll(() => ctx.destroy());
+
+  it('counts a job dead-lettered by an unexpected error on its last attempt, drives its charge again, and it settles once', async () => {
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    // The first attempt to record the answer fails as a database bug would; later ones go through.
+    await sql`create sequence settle_faults`.execute(ctx.t.db);
+    await sql`
+      create function fail_first_settle() returns trigger language plpgsql as $$
+      begin
+        if new.id = ${sql.lit(res.body.id)} and new.status <> 'pending' and nextval('settle_faults') = 1 then
+          raise exception 'unexpected fault injected by the test';
+        end if;
+        return new;
+      end $$`.execute(ctx.t.db);
+    await sql`create trigger fail_first_settle before update on charges for each row execute function fail_first_settle()`.execute(
+      ctx.t.db,
+    );
+    try {
+      const before = await metricValue(ctx, 'settle_dead_letters_total{kind="charge"}');
+      await ctx.setChaos({ mode: 'healthy' });
+      await watch(
+        () => readCharge(ctx, auth, res.body.id),
+        (c) => c.status !== 'pending',
+      );
+      const key = await processorKeyOf(ctx, 'charges', res.body.id);
+      const entries = ledgerFor((await ctx.ledger()).entries, key);
+      expect(entries).toHaveLength(1);
+      expect(await readCharge(ctx, auth, res.body.id)).toMatchObject({ status: 'succeeded', processor_reference: entries[0]!.id });
+      const { rows } = await sql<{ n: number }>`select currval('settle_faults')::int as n`.execute(ctx.t.db).catch(async () =>
+        sql<{ n: number }>`select last_value::int as n from settle_faults`.execute(ctx.t.db),
+      );
+      expect(rows[0]!.n).toBeGreaterThanOrEqual(2);
+      expect(await metricValue(ctx, 'settle_dead_letters_total{kind="charge"}')).toBe(before + 1);
+      expect(ctx.logs.lines.some((l) => l.level === 50 && l.id === res.body.id && String(l.msg).includes('dead-lettered'))).toBe(true);
+    } finally {
+      await sql`drop trigger if exists fail_first_settle on charges`.execute(ctx.t.db);
+    }
+  });
+
+  it('gives a pending charge whose job was deleted by hand a new one', async () => {
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    const before = await metricValue(ctx, 'sweep_redriven_total{kind="charge"}');
+    await sql`delete from pgboss.job where singleton_key = ${`charge:${res.body.id}`}`.execute(ctx.t.db);
+    await ctx.setChaos({ mode: 'healthy' });
+    await watch(
+      () => readCharge(ctx, auth, res.body.id),
+      (c) => c.status !== 'pending',
+    );
+    expect((await readCharge(ctx, auth, res.body.id)).status).toBe('succeeded');
+    expect(await metricValue(ctx, 'sweep_redriven_total{kind="charge"}')).toBe(before + 1);
+  });
+});

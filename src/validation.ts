@@ -20,7 +20,22 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   });
 }
 
+/**
+ * Where `value` holds an own "__proto__" key. JSON.parse makes one an ordinary property, but zod skips it
+ * without a word, so it would vanish from what we store instead of being refused.
+ */
+function protoKeys(value: unknown, path: string[] = []): FieldError[] {
+  if (!value || typeof value !== 'object') return [];
+  return Object.keys(value).flatMap((key) =>
+    key === '__proto__'
+      ? [{ path: [...path, key].join('.'), message: 'is a reserved name' }]
+      : protoKeys((value as Record<string, unknown>)[key], [...path, key]),
+  );
+}
+
 export function parseWith<S extends z.ZodType>(schema: S, input: unknown, where = 'body'): z.infer<S> {
+  const reserved = protoKeys(input);
+  if (reserved.length) throw new ValidationError(reserved, `The request ${where} is not valid; see errors.`);
   const parsed = schema.safeParse(input ?? (where === 'body' ? undefined : {}));
   if (!parsed.success) {
     throw new ValidationError(fieldErrors(parsed.error), `The request ${where} is not valid; see errors.`);

@@ -30,8 +30,9 @@ const COMPLETER_BATCH = 100;
 const REAPER_MAX_BATCHES = 50;
 // Dead letters taken and driverless payments re-driven per sweep pass.
 const SWEEP_BATCH = 100;
-// While the database is down, a periodic task waits longer after each failed pass, up to this.
-const MAX_BACKOFF_MS = 30_000;
+// While the database is down, a periodic task waits longer after each failed pass, up to this (or its
+// own interval, when longer): an outage costs little, and recovery is noticed within seconds.
+const MAX_BACKOFF_MS = 5_000;
 
 export function createWorker(deps: WorkerDeps) {
   const { config, boss, services, logger, metrics, outage } = deps;
@@ -87,7 +88,7 @@ export function createWorker(deps: WorkerDeps) {
           },
           (err) => {
             if (!outage.report(err, name)) logger.warn({ err }, `${name} pass failed`);
-            backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(seconds * 1000, backoffMs * 2));
+            backoffMs = Math.max(seconds * 1000, Math.min(MAX_BACKOFF_MS, backoffMs * 2));
             notBefore = Date.now() + backoffMs;
           },
         )

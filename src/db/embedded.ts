@@ -30,8 +30,10 @@ async function loadEmbeddedPostgres() {
 }
 const PASSWORD = 'postgres';
 
-async function answers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+/** Whether a server answers at `url` within `timeoutMs`; a stalled one counts as not answering. */
+export async function answers(url: string, timeoutMs = 1000): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  client.on('error', () => undefined);
   try {
     await client.connect();
     await client.query('select 1');
@@ -39,7 +41,8 @@ async function answers(url: string): Promise<boolean> {
   } catch {
     return false;
   } finally {
-    await client.end().catch(() => undefined);
+    // Not awaited: ending a connection to a stalled server would wait as long as the server does.
+    void client.end().catch(() => undefined);
   }
 }
 

@@ -212,8 +212,8 @@ export function createPayments(deps: {
       if (payment.window_over) return this.reconcile(type, id, options.deadline);
       const outcome = await ask(type, payment, options.deadline);
       if (outcome.kind === 'unavailable') return options.lastAttempt ? this.reconcile(type, id, options.deadline) : 'retry';
-      await inTransaction(db, (trx) => apply(trx, type, id, outcome));
-      return 'settled';
+      const row = await inTransaction(db, (trx) => apply(trx, type, id, outcome));
+      return row.status === 'pending' ? 'awaiting_reconciliation' : 'settled';
     },
 
     /**

@@ -44,6 +44,13 @@ describe('GET /v1/account', () => {
     });
   });
 
+  it.each(['bearer', 'BEARER', 'BeArEr'])('accepts the scheme in any letter case (RFC 9110): %s', async (scheme) => {
+    const { account, apiKey } = await makeAccount(t.db);
+    const res = await request(app).get('/v1/account').set('Authorization', `${scheme} ${apiKey}`);
+    expect(res.status).toBe(200);
+    expect(res.body.id).toBe(account.id);
+  });
+
   it('answers 401 without an Authorization header', async () => {
     expectUnauthenticated(await request(app).get('/v1/account'));
   });

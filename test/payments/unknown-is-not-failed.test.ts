@@ -3,7 +3,9 @@
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chargePayments } from '../../src/charges/charges.service.ts';
 import {
+  charge,
   createTestContext,
   FAST_JOBS,
   ledgerFor,
@@ -14,6 +16,7 @@ import {
   readCharge,
   type TestContext,
 } from '../helpers/context.ts';
+import { leaveAbandonedCharge } from '../helpers/factories.ts';
 
 const POLL = { timeout: 30_000, interval: 200 };
 
@@ -171,6 +174,56 @@ describe('a settle window that ends without an answer', () => {
     const key = await processorKeyOf(ctx, 'refunds', refund.body.id);
     expect((await ctx.ledger()).voided).toContainEqual({ type: 'refund', idempotency_key: key });
     expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(0);
+  });
+});
+
+describe('a processor reference another payment already holds', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext(FAST_JOBS);
+  });
+  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterAll(() => ctx.destroy());
+
+  /** Makes charge `holder` hold the reference the processor gave for `processorKey`: an anomaly. */
+  async function collide(holder: string, processorKey: string) {
+    const [entry] = ledgerFor((await ctx.ledger()).entries, processorKey);
+    await ctx.t.db.updateTable('charges').set({ processor_reference: entry!.id }).where('id', '=', holder).execute();
+    return entry!.id;
+  }
+
+  it('answers 202 and leaves the charge pending for reconciliation when a request meets it, never a 500', async () => {
+    const { account, auth } = await ctx.account();
+    const holder = await postCharge(ctx, auth, newKey());
+    expect(holder.status).toBe(201);
+    // A request that died after phase 1, whose charge the processor made meanwhile.
+    const key = newKey();
+    const { keyId, chargeId } = await leaveAbandonedCharge(ctx.t.db, { accountId: account.id, key, body: charge(), lockedSecondsAgo: 3600 });
+    const processorKey = `charge_${keyId}`;
+    await request(ctx.simulator.url).post('/charges').set('Idempotency-Key', processorKey).send(charge()).expect(200);
+    await collide(holder.body.id, processorKey);
+
+    const retried = await postCharge(ctx, auth, key);
+    expect(retried.status).toBe(202);
+    expect(retried.body).toMatchObject({ id: chargeId, status: 'pending' });
+    expect(await flagged(ctx, 'charges', chargeId)).toBe(true);
+    expect(ctx.logs.lines.some((l) => l.level === 50 && l.id === chargeId && String(l.msg).startsWith('anomaly'))).toBe(true);
+    expect(await metricValue(ctx, 'payments_awaiting_reconciliation')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('leaves a settling charge pending and flagged, and the settle job says so', async () => {
+    const { auth } = await ctx.account();
+    const holder = await postCharge(ctx, auth, newKey());
+    await ctx.setChaos({ mode: 'lose_response' });
+    const res = await postCharge(ctx, auth, newKey());
+    expect(res.status).toBe(202);
+    await ctx.setChaos({ mode: 'healthy' });
+    await collide(holder.body.id, await processorKeyOf(ctx, 'charges', res.body.id));
+
+    const result = await ctx.services.payments.settle(chargePayments, res.body.id, { lastAttempt: false, deadline: Date.now() + 5000 });
+    expect(result).toBe('awaiting_reconciliation');
+    expect((await readCharge(ctx, auth, res.body.id)).status).toBe('pending');
+    expect(await flagged(ctx, 'charges', res.body.id)).toBe(true);
   });
 });
 

@@ -1,0 +1,568 @@
+// A Postgres outage, for real: the service runs as child processes against a cluster this test owns,
+// clients keep charging, and the cluster is stopped (fast or immediate shutdown) for at least 5 s and
+// started again. No process may die, every answer must be one the contract allows, and afterwards every
+// charge a client saw accepted exists exactly once, here and at the processor.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createDb, createPool, type Db } from '../../src/db/database.ts';
+import { createLogger } from '../../src/logger.ts';
+import { type LedgerEntry, type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
+import { startTestCluster, type StopMode, type TestCluster } from '../helpers/cluster.ts';
+import { makeAccount } from '../helpers/factories.ts';
+import { freePort } from '../helpers/ports.ts';
+import {
+  type ChargeAnswer,
+  type ChargeOutcome,
+  chargeUntilFinal,
+  crashSummary,
+  httpRequest,
+  postCharge,
+  type ServiceProcess,
+  sleep,
+  startService,
+  stopAllServices,
+  waitForReady,
+} from '../helpers/processes.ts';
+
+const REQUEST_TIMEOUT_MS = 2000;
+/** A request without an answer after this long is a hang, and a failure. */
+const CLIENT_TIMEOUT_MS = 3 * REQUEST_TIMEOUT_MS;
+/** How long the cluster stays down, at least: the one deliberate wait of the test. */
+const OUTAGE_MS = 5000;
+const CLIENTS = 8;
+const SUCCEEDED_BEFORE_OUTAGE = 10;
+const TEST_TIMEOUT_MS = 120_000;
+const TEST_APPLICATION = 'outage-test';
+
+type Topology = 'all' | 'api+worker' | 'api';
+
+// What one test owns; afterEach releases all of it, whatever happened.
+let cluster: TestCluster | undefined;
+let db: Db | undefined;
+let simulator: RunningSimulator | undefined;
+let clients: { abort: AbortController; done: Promise<unknown> } | undefined;
+
+const report: string[] = [];
+
+afterEach(async () => {
+  const steps: [string, () => Promise<unknown>][] = [
+    [
+      'client loops',
+      async () => {
+        clients?.abort.abort();
+        await within(clients?.done ?? Promise.resolve(), 15_000);
+      },
+    ],
+    ['service processes', () => stopAllServices(5000)],
+    ['simulator', async () => simulator?.close()],
+    ['test database handle', async () => within(db?.destroy() ?? Promise.resolve(), 5000)],
+    ['cluster', async () => cluster?.destroy()],
+  ];
+  const problems: string[] = [];
+  for (const [what, step] of steps) {
+    await step().catch((err) => problems.push(`${what}: ${String(err)}`));
+  }
+  clients = undefined;
+  simulator = undefined;
+  db = undefined;
+  cluster = undefined;
+  if (problems.length) throw new Error(`cleanup failed: ${problems.join('; ')}`);
+});
+
+afterAll(() => {
+  if (report.length) process.stdout.write(`\ndatabase outage:\n${report.map((l) => `  ${l}`).join('\n')}\n`);
+});
+
+/** Whether `work` settled within `ms` (its rejection counts as settled). */
+async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface World {
+  databaseUrl: string;
+  baseUrl: string;
+  auth: Record<string, string>;
+  accountId: string;
+  services: ServiceProcess[];
+  ledger(): Promise<LedgerEntry[]>;
+}
+
+/** A cluster of the test's own, a migrated database on it, an account, and the service as child processes. */
+async function startWorld(topology: Topology): Promise<World> {
+  cluster = await startTestCluster();
+  const databaseUrl = await cluster.createDatabase();
+  // The test's own connections carry a name, so terminating "the service's connections" can spare them.
+  const testUrl = new URL(databaseUrl);
+  testUrl.searchParams.set('application_name', TEST_APPLICATION);
+  db = createDb(createPool(testUrl.toString(), loadConfig({}), createLogger('silent')));
+  const { account, auth } = await makeAccount(db);
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const env: Record<string, string> = {
+    DATABASE_URL: databaseUrl,
+    PORT: String(port),
+    REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
+    DB_CONNECTION_TIMEOUT_MS: '1000',
+    JOB_POLL_INTERVAL_SECONDS: '0.5',
+    LOG_LEVEL: 'info',
+    // A request cut off by the outage leaves its key leased; a short lease lets the same-key retry (or
+    // the completer) take it over within the test rather than after the default 60 s.
+    IDEMPOTENCY_LEASE_SECONDS: '5',
+    COMPLETER_INTERVAL_SECONDS: '1',
+  };
+  let services: ServiceProcess[];
+  let ledger: () => Promise<LedgerEntry[]>;
+  if (topology === 'all') {
+    const processorPort = await freePort();
+    const processorUrl = `http://127.0.0.1:${processorPort}`;
+    services = [startService('all', { ...env, PROCESSOR_PORT: String(processorPort), PROCESSOR_URL: processorUrl })];
+    ledger = async () => {
+      const res = await httpRequest('GET', `${processorUrl}/ledger`);
+      expect(res.status, `GET ${processorUrl}/ledger`).toBe(200);
+      return res.body.entries as LedgerEntry[];
+    };
+  } else {
+    const sim = await startSimulator();
+    simulator = sim;
+    services = [startService('api', { ...env, PROCESSOR_URL: sim.url })];
+    if (topology === 'api+worker') services.push(startService('worker', { ...env, PROCESSOR_URL: sim.url }));
+    ledger = async () => [...sim.state.ledger];
+  }
+  await waitForReady(baseUrl, services[0]!);
+  for (const worker of services.filter((s) => s.role === 'worker')) {
+    await expect
+      .poll(() => !worker.alive() || worker.lines.some((l) => /worker started/.test(String(l.msg))), {
+        timeout: 30_000,
+        interval: 100,
+      })
+      .toBe(true);
+    expectAlive([worker]);
+  }
+  return { databaseUrl, baseUrl, auth, accountId: account.id, services, ledger };
+}
+
+/** No process exited: no 'exit' event and no exit code. Fails with the process's stderr otherwise. */
+function expectAlive(services: ServiceProcess[]) {
+  for (const s of services) {
+    if (!(s.alive() && s.exit() === undefined && s.child.exitCode === null)) expect.fail(`the service died: ${s.describe()}`);
+  }
+}
+
+/** Report lines for processes that died, with when, relative to the outage when there was one. */
+function deaths(services: ServiceProcess[], outageStart: number | undefined): string[] {
+  return services
+    .filter((s) => s.exitedAt() !== undefined)
+    .map((s) => {
+      const when = outageStart === undefined ? 'before the outage' : `${s.exitedAt()! - outageStart} ms after the cluster stop began`;
+      return `${s.role} process pid ${s.pid} exited (code ${s.exit()!.code}, signal ${s.exit()!.signal}) ${when}: ${crashSummary(s.stderr) || '(no stderr)'}`;
+    });
+}
+
+/** Why an answer breaks the contract, or undefined when it is allowed. */
+function violation(a: ChargeAnswer, duringOutage: boolean): string | undefined {
+  if (a.error) return a.error.kind === 'timeout' ? `no answer within ${CLIENT_TIMEOUT_MS} ms (hang)` : `connection error (${a.error.message})`;
+  if (a.status === 201 || a.status === 202) return undefined;
+  if (a.status === 409 && a.code === 'idempotency_key_in_use') return undefined;
+  if (a.status === 503 && (a.code === 'database_unavailable' || a.code === 'request_timeout')) {
+    return a.retryAfter ? undefined : `${a.status} ${a.code} without Retry-After`;
+  }
+  if (!duringOutage && a.status === 503 && a.code === 'overloaded') return a.retryAfter ? undefined : '503 overloaded without Retry-After';
+  return `${a.status} ${a.code ?? ''}`.trim();
+}
+
+const label = (a: ChargeAnswer) => (a.error ? `no answer (${a.error.kind})` : `${a.status}${a.code ? ` ${a.code}` : ''}`);
+
+function countBy<T>(items: T[], key: (item: T) => string): string {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ×${n}`).join(', ') || 'none';
+}
+
+/** A list of broken answers, readable in a failure message. */
+function describeViolations(bad: { a: ChargeAnswer; why: string }[]): string {
+  const examples = bad
+    .slice(0, 8)
+    .map(({ a, why }) => `  ${why}: key ${a.key} attempt ${a.attempt}, ${a.ms} ms${a.body ? `, body ${JSON.stringify(a.body).slice(0, 300)}` : ''}`);
+  return `${bad.length} answer(s) outside the contract (${countBy(bad, (b) => b.why)}):\n${examples.join('\n')}`;
+}
+
+const chargeBody = (n: number) => ({ amount: 100 + (n % 900), currency: 'usd', source: 'tok_visa', description: 'outage test' });
+
+interface ChargeRow {
+  id: string;
+  status: string;
+  processor_idempotency_key: string;
+  processor_reference: string | null;
+  client_key: string | null;
+  recovery_point: string | null;
+  locked_at: Date | null;
+}
+
+async function chargeRows(accountId: string): Promise<ChargeRow[]> {
+  return db!
+    .selectFrom('charges')
+    .leftJoin('idempotency_keys', 'idempotency_keys.id', 'charges.idempotency_key_id')
+    .select([
+      'charges.id',
+      'charges.status',
+      'charges.processor_idempotency_key',
+      'charges.processor_reference',
+      'idempotency_keys.key as client_key',
+      'idempotency_keys.recovery_point',
+      'idempotency_keys.locked_at',
+    ])
+    .where('charges.account_id', '=', accountId)
+    .execute();
+}
+
+/**
+ * The exactly-once checks: every accepted charge stored once under its key; no charge the clients did not
+ * ask for; no processor key shared; each succeeded charge has exactly one ledger entry with exactly its
+ * processor key and its reference as id; no ledger charge without a charge row. Soft, so all are reported.
+ */
+function checkExactlyOnce(outcomes: ChargeOutcome[], rows: ChargeRow[], ledger: LedgerEntry[]) {
+  const rowsByKey = new Map<string, ChargeRow[]>();
+  for (const row of rows) rowsByKey.set(row.client_key ?? '(none)', [...(rowsByKey.get(row.client_key ?? '(none)') ?? []), row]);
+  const accepted = outcomes.filter((o) => o.final && (o.final.status === 201 || o.final.status === 202));
+  const wrong: string[] = [];
+  for (const o of accepted) {
+    const stored = rowsByKey.get(o.key) ?? [];
+    if (stored.length !== 1) wrong.push(`key ${o.key}: answered ${o.final!.status}, ${stored.length} charge rows`);
+    else if (stored[0]!.id !== o.final!.body?.id) wrong.push(`key ${o.key}: answered ${o.final!.body?.id}, stored ${stored[0]!.id}`);
+  }
+  expect.soft(wrong, 'every accepted charge exists exactly once').toEqual([]);
+
+  const sent = new Set(outcomes.map((o) => o.key));
+  const phantom = rows.filter((r) => r.client_key === null || !sent.has(r.client_key)).map((r) => `${r.id} (key ${r.client_key})`);
+  expect.soft(phantom, 'charge rows no client asked for').toEqual([]);
+
+  const byProcessorKey = new Map<string, number>();
+  for (const r of rows) byProcessorKey.set(r.processor_idempotency_key, (byProcessorKey.get(r.processor_idempotency_key) ?? 0) + 1);
+  const shared = [...byProcessorKey].filter(([, n]) => n > 1).map(([k, n]) => `${k} ×${n}`);
+  expect.soft(shared, 'processor keys shared by several charges').toEqual([]);
+
+  const charges = ledger.filter((e) => e.type === 'charge');
+  const unmatched: string[] = [];
+  for (const row of rows.filter((r) => r.status === 'succeeded')) {
+    const entries = charges.filter((e) => e.idempotency_key === row.processor_idempotency_key);
+    if (entries.length !== 1) unmatched.push(`${row.id}: ${entries.length} ledger entries for ${row.processor_idempotency_key}`);
+    else if (entries[0]!.id !== row.processor_reference) {
+      unmatched.push(`${row.id}: ledger entry ${entries[0]!.id}, processor_reference ${row.processor_reference}`);
+    }
+  }
+  expect.soft(unmatched, 'succeeded charges without exactly one matching ledger entry').toEqual([]);
+
+  const orphans = charges.filter((e) => !byProcessorKey.has(e.idempotency_key)).map((e) => `${e.id} (${e.idempotency_key})`);
+  expect.soft(orphans, 'processor charges with no charge row').toEqual([]);
+  return { accepted: accepted.length, ledgerCharges: charges.length };
+}
+
+describe('a Postgres outage', () => {
+  // `stall`: the server is frozen (SIGSTOP) rather than stopped; connections hang instead of failing.
+  const cases: { topology: Topology; mode: StopMode | 'stall' }[] = [
+    { topology: 'all', mode: 'fast' },
+    { topology: 'all', mode: 'immediate' },
+    { topology: 'api+worker', mode: 'fast' },
+    { topology: 'api+worker', mode: 'immediate' },
+    { topology: 'api+worker', mode: 'stall' },
+  ];
+
+  it.each(cases)(
+    '$topology: the cluster stopped ($mode) for 5 s and started again; no process dies, every charge happens once',
+    async ({ topology, mode }) => {
+      const name = `${topology}, ${mode} shutdown`;
+      report.push(`${name}:`);
+      const note = (line: string) => report.push(`  ${line}`);
+      let services: ServiceProcess[] = [];
+      let outageStart: number | undefined;
+      try {
+        const world = await startWorld(topology);
+        services = world.services;
+        const { baseUrl, auth } = world;
+        const prefix = `${topology}-${mode}-${randomBytes(3).toString('hex')}`;
+
+        // Clients: each keeps charging, one key per logical charge, retried with that key until final.
+        const answers: ChargeAnswer[] = [];
+        const outcomes: ChargeOutcome[] = [];
+        const abort = new AbortController();
+        for (const s of services) void s.exited.then(() => abort.abort());
+        let stopping = false;
+        const inFlight = new Set<string>();
+        const loop = async (client: number) => {
+          for (let n = 0; !stopping && !abort.signal.aborted; n += 1) {
+            const key = `${prefix}-c${client}-${n}`;
+            inFlight.add(key);
+            const outcome = await chargeUntilFinal(baseUrl, auth, chargeBody(n), {
+              key,
+              maxTries: 1000,
+              pauseMs: 100,
+              timeoutMs: CLIENT_TIMEOUT_MS,
+              signal: abort.signal,
+              onAnswer: (a) => answers.push(a),
+            });
+            inFlight.delete(key);
+            outcomes.push(outcome);
+            if (!stopping) await sleep(50);
+          }
+        };
+        const done = Promise.all(Array.from({ length: CLIENTS }, (_, i) => loop(i)));
+        clients = { abort, done };
+
+        const succeeded = () => outcomes.filter((o) => o.final?.status === 201).length;
+        await expect
+          .poll(() => (abort.signal.aborted ? -1 : succeeded()), { timeout: 30_000, interval: 50 })
+          .toSatisfy((n: number) => n < 0 || n >= SUCCEEDED_BEFORE_OUTAGE);
+        expectAlive(services);
+
+        // The outage.
+        const downAt = Date.now();
+        outageStart = downAt;
+        if (mode === 'stall') await cluster!.pause();
+        else await cluster!.stop(mode);
+        const stopMs = Date.now() - downAt;
+        expect(await cluster!.answers(500), 'harness: the cluster still answers after stop()').toBe(false);
+        const livez: number[] = [];
+        const readyz: number[] = [];
+        const probe = (path: string) =>
+          httpRequest('GET', `${baseUrl}${path}`, { timeoutMs: CLIENT_TIMEOUT_MS }).then(
+            (r) => r.status,
+            () => 0,
+          );
+        while (Date.now() - downAt < OUTAGE_MS && !abort.signal.aborted) {
+          const [live, ready] = await Promise.all([probe('/livez'), probe('/readyz')]);
+          livez.push(live);
+          readyz.push(ready);
+          await sleep(250);
+        }
+        const startAt = Date.now();
+        if (mode === 'stall') await cluster!.resume();
+        else await cluster!.start();
+        const upAt = Date.now();
+        if (abort.signal.aborted) note(`outage cut short: a service process exited`);
+        note(`cluster down ${upAt - downAt} ms (stop took ${stopMs} ms, start ${upAt - startAt} ms)`);
+        note(`during the outage: /livez ${countBy(livez, String)}; /readyz ${countBy(readyz, String)}`);
+        expectAlive(services);
+
+        // Recovery: a new charge answers 201 again (or a process died, which fails just below).
+        const probes: ChargeAnswer[] = [];
+        await expect
+          .poll(
+            async () => {
+              if (services.some((s) => !s.alive())) return 'a service process exited';
+              const a = await postCharge(baseUrl, auth, chargeBody(probes.length), `${prefix}-probe-${probes.length}`, {
+                timeoutMs: CLIENT_TIMEOUT_MS,
+              });
+              probes.push(a);
+              answers.push(a);
+              return a.status === 201 ? 'recovered' : label(a);
+            },
+            { timeout: 60_000, interval: 200 },
+          )
+          .toMatch(/^(recovered|a service process exited)$/);
+        expectAlive(services);
+        const recoveredMs = Date.now() - upAt;
+        // And the clients' own traffic flows again: charges begun after the restart succeed.
+        const succeededAfter = () =>
+          outcomes.filter((o) => o.answers[0]!.startedAt > upAt && o.final?.status === 201).length;
+        await expect
+          .poll(() => (abort.signal.aborted ? -1 : succeededAfter()), { timeout: 30_000, interval: 50 })
+          .toSatisfy((n: number) => n < 0 || n >= CLIENTS);
+        expectAlive(services);
+
+        // Stop the clients; every logical charge in flight still gets its final answer (retry rule).
+        stopping = true;
+        const stopped = await within(done, 60_000);
+        expect(stopped, `harness: client loops still retrying 60 s after stop: ${[...inFlight].join(', ')}`).toBe(true);
+        // Probes that did not get a final answer are charges too: finish them with their own keys.
+        for (const [i, p] of probes.entries()) {
+          const outcome =
+            p.status === 201 || p.status === 202
+              ? { key: p.key, final: p, answers: [p] }
+              : await chargeUntilFinal(baseUrl, auth, chargeBody(i), {
+                  key: p.key,
+                  maxTries: 600,
+                  pauseMs: 100,
+                  timeoutMs: CLIENT_TIMEOUT_MS,
+                  onAnswer: (a) => answers.push(a),
+                });
+          outcomes.push(outcome);
+        }
+        expectAlive(services);
+
+        const during = (a: ChargeAnswer) => a.endedAt >= downAt && a.startedAt <= upAt;
+        const outageAnswers = answers.filter(during);
+        const slowest = (list: ChargeAnswer[]) => list.reduce((m, a) => Math.max(m, a.ms), 0);
+        note(`${outcomes.length} logical charges, ${answers.length} answers; finals ${countBy(outcomes, (o) => (o.final ? label(o.final) : `gave up (${o.gaveUp})`))}`);
+        note(`answers during the outage: ${countBy(outageAnswers, label)}`);
+        note(`slowest answer: ${slowest(outageAnswers)} ms during the outage, ${slowest(answers)} ms overall; first 201 ${recoveredMs} ms after the restart`);
+
+        const bad = answers.map((a) => ({ a, why: violation(a, during(a)) })).filter((b): b is { a: ChargeAnswer; why: string } => !!b.why);
+        expect.soft(bad.length, describeViolations(bad)).toBe(0);
+        expect.soft(outageAnswers.length, 'answers recorded during the outage').toBeGreaterThan(0);
+        expect.soft(livez.length > 0 && livez.every((s) => s === 200), `/livez during the outage: ${livez.join(' ')}`).toBe(true);
+        expect.soft(readyz.length > 0 && readyz.every((s) => s === 503), `/readyz during the outage: ${readyz.join(' ')}`).toBe(true);
+        const unfinished = outcomes.filter((o) => !o.final || ![201, 202].includes(o.final.status));
+        expect
+          .soft(unfinished.map((o) => `${o.key}: ${o.final ? label(o.final) : `gave up (${o.gaveUp}) after ${o.answers.length} tries`}`), 'logical charges without a final 201/202')
+          .toEqual([]);
+
+        // Pending charges settle (worker); then the database and the processor must agree, exactly once.
+        await expect
+          .poll(async () => (await chargeRows(world.accountId)).filter((r) => r.status === 'pending').length, {
+            timeout: 60_000,
+            interval: 250,
+            message: 'charges still pending 60 s after recovery',
+          })
+          .toBe(0);
+        const rows = await chargeRows(world.accountId);
+        const ledger = await world.ledger();
+        const { accepted, ledgerCharges } = checkExactlyOnce(outcomes, rows, ledger);
+        note(`charges rows ${rows.length} (${countBy(rows, (r) => r.status)}), accepted by clients ${accepted}, processor ledger charges ${ledgerCharges}`);
+        expectAlive(services);
+
+        // The outage is logged as one event by the background work, not once per attempt; a lost
+        // connection is one short line with its code, never a dump of the driver's client.
+        for (const s of services.filter((p) => p.role !== 'api')) {
+          const said = (msg: string) => s.lines.filter((l) => l.msg === msg).length;
+          expect.soft(said('database unavailable: background work waits and retries'), `${s.role}: outage lines`).toBe(1);
+          await expect
+            .poll(() => said('database reachable again: background work resumes'), { timeout: 30_000, message: `${s.role}: recovery line` })
+            .toBeGreaterThanOrEqual(1);
+        }
+        for (const s of services) {
+          const lost = s.lines.filter((l) => l.msg === 'database connection lost');
+          note(`${s.role}: ${lost.length} 'database connection lost' line(s), longest ${Math.max(0, ...lost.map((l) => JSON.stringify(l).length))} characters`);
+          for (const l of lost) expect.soft(JSON.stringify(l).length, JSON.stringify(l).slice(0, 400)).toBeLessThan(400);
+          for (const l of lost) expect.soft(l.code, JSON.stringify(l)).toEqual(expect.any(String));
+        }
+      } catch (err) {
+        for (const line of deaths(services, outageStart)) note(line);
+        note(`FAILED: ${String((err as Error).message ?? err).split('\n')[0]}`);
+        throw err;
+      } finally {
+        clients?.abort.abort();
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    'pg_terminate_backend of every service connection mid-charge: the same-key retry completes it once',
+    async () => {
+      report.push('pg_terminate_backend mid-charge (api process):');
+      const note = (line: string) => report.push(`  ${line}`);
+      let services: ServiceProcess[] = [];
+      try {
+        const world = await startWorld('api');
+        services = world.services;
+        const sim = simulator!;
+        const { baseUrl, auth } = world;
+        const key = `terminate-${randomBytes(4).toString('hex')}`;
+        const body = chargeBody(1);
+
+        const chaos = await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'slow', latency_ms: 1000, jitter_ms: 0 } });
+        expect(chaos.status).toBe(200);
+        const before = sim.state.requests.charges;
+        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: CLIENT_TIMEOUT_MS });
+        await expect.poll(() => sim.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(before + 1);
+        const terminated = await cluster!.terminateBackends(world.databaseUrl, { sparing: TEST_APPLICATION });
+        note(`charge in flight at the processor; pg_terminate_backend ended ${terminated} service connection(s)`);
+        expect(terminated, 'harness: the service had no connection to terminate').toBeGreaterThan(0);
+        await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'healthy' } });
+
+        const firstAnswer = await first;
+        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: CLIENT_TIMEOUT_MS });
+        note(`first request: ${label(firstAnswer)} in ${firstAnswer.ms} ms; same-key retries: ${retried.answers.map(label).join(', ')}`);
+        expectAlive(services);
+        for (const a of [firstAnswer, ...retried.answers]) {
+          expect.soft(violation(a, false), `answer ${label(a)} to key ${a.key}`).toBeUndefined();
+        }
+        expect(retried.final?.status, 'final answer of the same-key retry').toBe(201);
+
+        const rows = await chargeRows(world.accountId);
+        expect(rows).toHaveLength(1);
+        const row = rows[0]!;
+        expect(row).toMatchObject({ id: retried.final!.body?.id, status: 'succeeded', client_key: key, recovery_point: 'finished', locked_at: null });
+        const ledger = sim.state.ledger.filter((e) => e.type === 'charge');
+        expect(ledger).toHaveLength(1);
+        expect(ledger[0]!.idempotency_key === row.processor_idempotency_key, `ledger key ${ledger[0]!.idempotency_key} vs ${row.processor_idempotency_key}`).toBe(true);
+        expect(ledger[0]!.id).toBe(row.processor_reference);
+        note(`charges rows ${rows.length}, processor ledger charges ${ledger.length}, key ${row.recovery_point}, api alive`);
+        expectAlive(services);
+      } catch (err) {
+        for (const line of deaths(services, undefined)) note(line);
+        note(`FAILED: ${String((err as Error).message ?? err).split('\n')[0]}`);
+        throw err;
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+  it(
+    'pg_terminate_backend while the outcome phase waits on a row lock: 503 says the outcome is unknown, the same-key retry completes it once',
+    async () => {
+      report.push('pg_terminate_backend inside the outcome transaction (api process):');
+      const note = (line: string) => report.push(`  ${line}`);
+      const world = await startWorld('api');
+      const sim = simulator!;
+      const { baseUrl, auth } = world;
+      const key = `terminate-locked-${randomBytes(4).toString('hex')}`;
+      const body = chargeBody(1);
+      const locker = new pg.Client({ connectionString: world.databaseUrl, application_name: TEST_APPLICATION });
+      await locker.connect();
+      try {
+        await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'slow', latency_ms: 500, jitter_ms: 0 } });
+        const before = sim.state.requests.charges;
+        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: CLIENT_TIMEOUT_MS });
+        await expect.poll(() => sim.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(before + 1);
+        // The key row is committed by now (phase 1); holding its lock parks phase 3 inside its transaction.
+        await locker.query('begin');
+        await locker.query('select id from idempotency_keys where key = $1 for update', [key]);
+        await expect
+          .poll(
+            async () =>
+              (
+                await locker.query(
+                  `select count(*)::int as n from pg_stat_activity
+                   where datname = current_database() and application_name <> $1 and wait_event_type = 'Lock'`,
+                  [TEST_APPLICATION],
+                )
+              ).rows[0].n,
+            { timeout: 10_000, interval: 20 },
+          )
+          .toBe(1);
+        const terminated = await cluster!.terminateBackends(world.databaseUrl, { sparing: TEST_APPLICATION });
+        await locker.query('rollback');
+        const firstAnswer = await first;
+        note(`phase 3 waiting on the key's row lock; pg_terminate_backend ended ${terminated} connection(s); first answer ${label(firstAnswer)}`);
+        expect(firstAnswer.status).toBe(503);
+        expect(firstAnswer.code).toBe('database_unavailable');
+        expect(firstAnswer.body?.detail).toMatch(/outcome is unknown.*same Idempotency-Key/);
+
+        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: CLIENT_TIMEOUT_MS });
+        note(`same-key retries: ${retried.answers.map(label).join(', ')}`);
+        expect(retried.final?.status).toBe(201);
+        expectAlive(world.services);
+        const rows = await chargeRows(world.accountId);
+        expect(rows).toHaveLength(1);
+        expect(rows[0]).toMatchObject({ status: 'succeeded', recovery_point: 'finished', locked_at: null });
+        const ledger = sim.state.ledger.filter((e) => e.idempotency_key === rows[0]!.processor_idempotency_key);
+        expect(ledger).toHaveLength(1);
+        expect(ledger[0]!.id).toBe(rows[0]!.processor_reference);
+        note(`charges rows ${rows.length}, processor ledger entries for its key ${ledger.length}, api alive`);
+      } finally {
+        await locker.end().catch(() => undefined);
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+});

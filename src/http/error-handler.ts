@@ -61,7 +61,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, _req, res, next) => {
     if (res.headersSent) {
       // Answered already, by the deadline: the late work's own error or answer has nowhere to go.
-      if (res.locals.deadlinePassed) return logger.warn({ err }, 'work finished after the request deadline');
+      if (res.locals.deadlinePassed) return logger.warn({ cause: briefly(err) }, 'work finished after the request deadline');
       return next(err);
     }
     const problem = toProblem(err);

@@ -18,6 +18,7 @@ describe('load shedding', () => {
       await expect.poll(() => ctx.simulator.state.requests.charges, { timeout: 5000, interval: 10 }).toBe(2);
       const shed = await postCharge(ctx, auth, newKey());
       expectProblem(shed, 503, 'overloaded');
+      expect(shed.body.detail).toMatch(/Nothing was changed/);
       expect(Number(shed.headers['retry-after'])).toBeGreaterThan(0);
       // Health endpoints are never shed: an overloaded api still says it is alive.
       expect((await request(ctx.app).get('/livez')).status).toBe(200);

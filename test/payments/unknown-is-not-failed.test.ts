@@ -244,11 +244,15 @@ describe('a processor that forgets keys', () => {
     expect(res.status).toBe(202);
     const key = await processorKeyOf(ctx, 'charges', res.body.id);
     await ctx.setChaos({ mode: 'down' });
-    // Past both retentions the processor has forgotten the key, and we know it may have: a settle attempt
-    // now looks up first (answered 503 while the processor is down).
-    const lookups = (await ctx.ledger()).requests.lookups;
-    await expect.poll(async () => (await ctx.ledger()).requests.lookups, POLL).toBeGreaterThan(lookups);
-    expect(await windowOver(ctx, 'charges', res.body.id, 1)).toBe(true);
+    // Past both retentions the processor has forgotten the key, and we may know it has. Wait for a settle
+    // attempt that began after that (answered 503 while the processor is down), then bring it back.
+    await expect.poll(() => windowOver(ctx, 'charges', res.body.id, 1.5), POLL).toBe(true);
+    const asked = async () => {
+      const { requests } = await ctx.ledger();
+      return requests.charges + requests.lookups;
+    };
+    const before = await asked();
+    await expect.poll(asked, POLL).toBeGreaterThan(before);
 
     await ctx.setChaos({ mode: 'healthy' });
     await watch(

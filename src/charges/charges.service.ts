@@ -1,10 +1,8 @@
 // Charges: what a charge is to the payments module, its create flow as an idempotent operation, the reads.
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
-import type { IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
-import type { ProcessorOutcome } from '../processor/processor.client.ts';
 import { objectId, parseWith } from '../validation.ts';
 import { type ChargeRow, findCharge, insertPendingCharge, listCharges } from './charges.repository.ts';
 import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
@@ -41,16 +39,10 @@ export const chargePayments: PaymentType<ChargeRow> = {
   failedTitle: 'Card declined',
 };
 
-export function createChargeOperation(deps: { payments: Payments }): IdempotentOperation<
-  CreateChargeParams,
-  ProcessorOutcome | undefined
-> {
-  const { payments } = deps;
-  return {
-    method: 'POST',
+export function createChargeOperation(deps: { payments: Payments }) {
+  return deps.payments.operation<CreateChargeParams, ChargeRow>(chargePayments, {
     path: '/v1/charges',
     parse: (body) => parseWith(createChargeSchema, body),
-
     async recordIntent(trx, key, params) {
       await insertPendingCharge(trx, {
         id: newId('ch'),
@@ -65,9 +57,7 @@ export function createChargeOperation(deps: { payments: Payments }): IdempotentO
         processor_idempotency_key: `charge_${key.id}`,
       });
     },
-    callOut: (key, deadline) => payments.attempt(chargePayments, key.id, deadline),
-    recordOutcome: (trx, key, outcome) => payments.record(trx, chargePayments, key.id, outcome),
-  };
+  });
 }
 
 export async function getCharge(db: Db, accountId: string, id: string) {

@@ -16,7 +16,7 @@ import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
-import type { StoredResponse } from '../idempotency/idempotency.service.ts';
+import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import type {
   ChargeRequest,
@@ -167,7 +167,23 @@ export function createPayments(deps: {
     return current;
   }
 
-  return {
+  const payments = {
+    /**
+     * A request that creates a payment, as an idempotent operation: phase 1 (the row and its rules) is the
+     * caller's; phases 2 and 3, asking the processor and recording its answer, are this module's.
+     */
+    operation<Params, Row extends PaymentRow>(
+      type: PaymentType<Row>,
+      spec: Pick<IdempotentOperation<Params, ProcessorOutcome | undefined>, 'path' | 'parse' | 'recordIntent'>,
+    ): IdempotentOperation<Params, ProcessorOutcome | undefined> {
+      return {
+        method: 'POST',
+        ...spec,
+        callOut: (key, deadline) => payments.attempt(type, key.id, deadline),
+        recordOutcome: (trx, key, outcome) => payments.record(trx, type, key.id, outcome),
+      };
+    },
+
     /**
      * Phase 2 of a request (or of the completer finishing one): asks the processor to make the payment
      * created in phase 1. Undefined when there is nothing to ask: the payment is final already.
@@ -209,9 +225,9 @@ export function createPayments(deps: {
     ): Promise<SettleResult> {
       const payment = await findPaymentState<Row>(db, type.table, { id }, settings);
       if (payment?.status !== 'pending') return 'already_final';
-      if (payment.window_over) return this.reconcile(type, id, options.deadline);
+      if (payment.window_over) return payments.reconcile(type, id, options.deadline);
       const outcome = await ask(type, payment, options.deadline);
-      if (outcome.kind === 'unavailable') return options.lastAttempt ? this.reconcile(type, id, options.deadline) : 'retry';
+      if (outcome.kind === 'unavailable') return options.lastAttempt ? payments.reconcile(type, id, options.deadline) : 'retry';
       const row = await inTransaction(db, (trx) => apply(trx, type, id, outcome));
       return row.status === 'pending' ? 'awaiting_reconciliation' : 'settled';
     },
@@ -253,6 +269,7 @@ export function createPayments(deps: {
       return { deadLetters, redriven: driverless };
     },
   };
+  return payments;
 }
 
 export type Payments = ReturnType<typeof createPayments>;

@@ -4,10 +4,8 @@
 // under the charge's row lock, and only a refund the processor answered "failed" gives it back.
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
-import type { IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
-import type { ProcessorOutcome } from '../processor/processor.client.ts';
 import { objectId, parseWith } from '../validation.ts';
 import {
   changeAmountHeld,
@@ -51,16 +49,10 @@ export const refundPayments: PaymentType<RefundRow> = {
 const notRefundable = (detail: string) =>
   new ProblemError(409, 'charge_not_refundable', 'Charge not refundable', detail);
 
-export function createRefundOperation(deps: { payments: Payments }): IdempotentOperation<
-  CreateRefundParams,
-  ProcessorOutcome | undefined
-> {
-  const { payments } = deps;
-  return {
-    method: 'POST',
+export function createRefundOperation(deps: { payments: Payments }) {
+  return deps.payments.operation<CreateRefundParams, RefundRow>(refundPayments, {
     path: '/v1/refunds',
     parse: (body) => parseWith(createRefundSchema, body),
-
     async recordIntent(trx, key, params) {
       const charge = await lockChargeForRefund(trx, key.account_id, params.charge);
       if (!charge) throw new NotFoundError(`No charge ${params.charge}.`);
@@ -90,9 +82,7 @@ export function createRefundOperation(deps: { payments: Payments }): IdempotentO
       });
       await changeAmountHeld(trx, charge.id, amount);
     },
-    callOut: (key, deadline) => payments.attempt(refundPayments, key.id, deadline),
-    recordOutcome: (trx, key, outcome) => payments.record(trx, refundPayments, key.id, outcome),
-  };
+  });
 }
 
 export async function getRefund(db: Db, accountId: string, id: string) {

@@ -18,6 +18,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       set status = 'pending', failure_code = null, failure_message = null, reconcile_since = now(), updated_at = now()
       where status = 'failed' and failure_code = 'processor_unavailable' and processor_reference is null`.execute(db);
   }
+  // Dead letters of the old give-up were counted by the code that made them, and their payments are now
+  // flagged above: closed here, so the sweep neither counts them again nor mistakes them for new ones.
+  await sql`update pgboss.job set state = 'completed', completed_on = now() where name = 'settle-dead' and state < 'active'`.execute(
+    db,
+  );
   // A queue's policy is fixed when it is made. Jobs of the old settle queue are dropped with it; the sweep
   // gives each pending payment a new one.
   await sql`select pgboss.delete_queue('settle')`.execute(db);

@@ -177,6 +177,3 @@ export function databaseTrouble(err: unknown): 'unavailable' | 'timeout' | undef
     ? 'unavailable'
     : undefined;
 }
-
-/** True for errors that mean "the database is not answering", as opposed to a bug in our query. */
-export const isDatabaseUnavailable = (err: unknown): boolean => databaseTrouble(err) === 'unavailable';

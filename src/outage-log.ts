@@ -5,9 +5,12 @@ import type { Logger } from './logger.ts';
 export function createOutageLog(logger: Logger) {
   let down = false;
   return {
-    /** Logs the first database failure of an outage; true when `err` is one (logged now or already). */
+    /**
+     * Logs the first failure of an outage; true when `err` is one (logged now or already). A lock wait or
+     * statement cut by its deadline is the work's own trouble, not an outage, and is left to the caller.
+     */
     report(err: unknown, where: string): boolean {
-      if (!databaseTrouble(err)) return false;
+      if (databaseTrouble(err) !== 'unavailable') return false;
       if (!down) {
         down = true;
         const e = err as Error & { code?: string };

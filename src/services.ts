@@ -29,6 +29,7 @@ export function createServices(deps: {
     logger,
     settings: {
       keyRetentionSeconds: config.PROCESSOR_KEY_RETENTION_SECONDS,
+      lookUpMarginSeconds: lookUpMargin(config),
       settleWindowSeconds: config.SETTLE_WINDOW_SECONDS,
     },
   });
@@ -49,3 +50,14 @@ export function createServices(deps: {
 }
 
 export type Services = ReturnType<typeof createServices>;
+
+/**
+ * A lookup costs one extra call and is always safe (the processor searches its records, not its cache);
+ * a resend that arrives after the processor forgot the key charges twice. So the switch to looking up
+ * comes early: an hour before the retention ends, or at least two request budgets (a send's longest
+ * flight), and never later than half the retention.
+ */
+function lookUpMargin(config: Config): number {
+  const atLeast = Math.max(3600, (2 * config.REQUEST_TIMEOUT_MS) / 1000);
+  return Math.min(config.PROCESSOR_KEY_RETENTION_SECONDS / 2, atLeast);
+}

@@ -11,8 +11,8 @@ await withDatabase(async (db, { pool, config }) => {
     const queue = createJobQueue(boss, config);
     let moved = 0;
     for (let batch = await queue.takeDeadLetters(1000); batch.length; batch = await queue.takeDeadLetters(1000)) {
-      for (const job of batch) {
-        await queue.enqueue(db, job.queue === RECONCILE_QUEUE ? RECONCILE_QUEUE : SETTLE_QUEUE, job);
+      for (const { kind, id, queue: from } of batch) {
+        await queue.enqueue(db, from === RECONCILE_QUEUE ? RECONCILE_QUEUE : SETTLE_QUEUE, { kind, id });
         moved += 1;
       }
     }

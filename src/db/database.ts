@@ -67,29 +67,46 @@ export function createPool(url: string, settings: PoolSettings, logger: Logger):
  */
 function deadlineBoundPool(pool: pg.Pool): PostgresPool {
   return {
-    async connect() {
-      const deadline = currentDeadline();
-      if (deadline === undefined) return pool.connect();
-      const left = deadline - Date.now();
-      if (left <= 0) throw new DeadlineExceededError('no time left to wait for a database connection');
-      const pending = pool.connect();
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new DeadlineExceededError('waited for a database connection until the deadline')), left);
-      });
-      try {
-        return await Promise.race([pending, timeout]);
-      } catch (err) {
-        // A connection that arrives after we stopped waiting goes straight back.
-        pending.then((client) => client.release(), () => undefined);
-        throw err;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
+    connect: async () => releasedClean(await connectBy(pool, currentDeadline())),
     end: () => pool.end(),
     options: pool.options,
   };
+}
+
+/**
+ * Kysely releases a connection without saying whether it is still usable. One whose statement outlived
+ * the client's read timeout, or whose ROLLBACK failed, is still busy or inside a transaction: reused, it
+ * would commit another caller's writes into that transaction. So such a client is destroyed instead.
+ */
+function releasedClean(client: pg.PoolClient): pg.PoolClient {
+  const release = client.release;
+  client.release = (err?: Error | boolean) => {
+    const idle = (client as unknown as { readyForQuery: boolean }).readyForQuery;
+    const clean = idle && (client.getTransactionStatus() ?? 'I') === 'I';
+    // Kysely says `false` for "no error"; anything truthy already asks the pool to destroy the client.
+    release(err || (clean ? undefined : new Error('connection released busy or inside a transaction')));
+  };
+  return client;
+}
+
+async function connectBy(pool: pg.Pool, deadline: number | undefined): Promise<pg.PoolClient> {
+  if (deadline === undefined) return pool.connect();
+  const left = deadline - Date.now();
+  if (left <= 0) throw new DeadlineExceededError('no time left to wait for a database connection');
+  const pending = pool.connect();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineExceededError('waited for a database connection until the deadline')), left);
+  });
+  try {
+    return await Promise.race([pending, timeout]);
+  } catch (err) {
+    // A connection that arrives after we stopped waiting goes straight back.
+    pending.then((client) => client.release(), () => undefined);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export function createDb(pool: pg.Pool): Db {

@@ -10,7 +10,11 @@ export type PaymentRow = Selectable<ChargesTable> | Selectable<RefundsTable>;
 
 /** A payment with what the database clock says about its age. */
 export type PaymentState<Row> = Row & {
-  /** Older than the processor's key retention: the processor may have forgotten our key. */
+  /**
+   * Near or past the processor's key retention: by the time a request sent now arrives, the processor may
+   * have forgotten our key. Judged with a margin (`lookUpMarginSeconds`) for the send's own travel time
+   * and for clock skew between the database and the processor.
+   */
   past_retention: boolean;
   /** Older than the settle window: no new request may be sent for it, only questions. */
   window_over: boolean;
@@ -18,6 +22,8 @@ export type PaymentState<Row> = Row & {
 
 export interface Clock {
   keyRetentionSeconds: number;
+  /** How long before the processor's retention ends a payment is looked up rather than resent. */
+  lookUpMarginSeconds: number;
   settleWindowSeconds: number;
 }
 
@@ -34,7 +40,9 @@ export async function findPaymentState<Row extends PaymentRow>(
     .selectFrom(as(table))
     .selectAll()
     .select([
-      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.keyRetentionSeconds})`.as('past_retention'),
+      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.keyRetentionSeconds - clock.lookUpMarginSeconds})`.as(
+        'past_retention',
+      ),
       sql<boolean>`created_at <= now() - make_interval(secs => ${clock.settleWindowSeconds})`.as('window_over'),
     ])
     .where('id' in by ? 'id' : 'idempotency_key_id', '=', 'id' in by ? by.id : by.keyId)

@@ -127,7 +127,12 @@ export function createPayments(deps: {
       const found = await processor.lookUp(type.kind, key, deadline);
       if (found.kind !== 'unknown') return found;
     }
-    return processor.send(type.kind, await type.processorRequest(db, payment), key, deadline);
+    const sent = await processor.send(type.kind, await type.processorRequest(db, payment), key, deadline);
+    if (sent.kind !== 'rejected') return sent;
+    // Refused this time, which says nothing of an earlier request with the key (one whose answer was
+    // lost, say): the payment fails only once the processor confirms it holds none and burns the key.
+    const settled = await lookUpOrVoid(type.kind, key, deadline);
+    return settled.kind === 'voided' ? { kind: 'declined', reference: null, code: sent.code, message: sent.message } : settled;
   }
 
   async function lookUpOrVoid(kind: PaymentKind, key: string, deadline: number): Promise<ProcessorOutcome> {

@@ -17,6 +17,12 @@ export type ProcessorOutcome =
 /** A lookup may also learn that the processor never saw the key. */
 export type LookupOutcome = ProcessorOutcome | { kind: 'unknown' };
 
+/**
+ * A request may also be refused without being acted on (a 400): nothing was made this time, but nothing
+ * was stored or burned either, so it proves nothing about an earlier request with the same key.
+ */
+export type SendOutcome = ProcessorOutcome | { kind: 'rejected'; code: string; message: string };
+
 export type PaymentKind = 'charge' | 'refund';
 
 export type UnavailableReason = 'timeout' | 'error' | 'circuit_open' | 'bulkhead_full' | 'deadline';
@@ -37,8 +43,8 @@ export interface RefundRequest {
 
 /** The processor answered about a key: what it holds for it, or that it never saw it. */
 class ProcessorAnswered extends Error {
-  readonly outcome: LookupOutcome;
-  constructor(outcome: LookupOutcome) {
+  readonly outcome: Answer;
+  constructor(outcome: Answer) {
     super(`processor answered ${outcome.kind}`);
     this.outcome = outcome;
   }
@@ -78,7 +84,9 @@ interface Call {
   key?: string;
 }
 
-type Attempt = (call: Call, timeoutMs: number) => Promise<LookupOutcome>;
+type Attempt = (call: Call, timeoutMs: number) => Promise<Answer>;
+
+type Answer = LookupOutcome | SendOutcome;
 
 // Below this much time left an attempt would likely time out and count against a healthy processor;
 // better to answer pending now.
@@ -100,7 +108,7 @@ export type ProcessorSettings = Pick<
 
 export interface ProcessorClient {
   /** Asks the processor to make the payment; its idempotency key makes every repeat the same request. */
-  send(kind: PaymentKind, request: ChargeRequest | RefundRequest, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
+  send(kind: PaymentKind, request: ChargeRequest | RefundRequest, idempotencyKey: string, deadline: number): Promise<SendOutcome>;
   /** What the processor holds for our key, looked up in its records (not its idempotency cache). */
   lookUp(kind: PaymentKind, idempotencyKey: string, deadline: number): Promise<LookupOutcome>;
   /** Burns a key the processor holds nothing for; answers what it holds when it does. */
@@ -139,7 +147,7 @@ export function createProcessorClient(
     return outcome;
   };
 
-  const breaker = new CircuitBreaker<Parameters<Attempt>, LookupOutcome>(attempt, {
+  const breaker = new CircuitBreaker<Parameters<Attempt>, Answer>(attempt, {
     name: 'processor',
     // The attempt's own AbortSignal is the timeout; opossum's would not cancel the request.
     timeout: false,
@@ -163,7 +171,7 @@ export function createProcessorClient(
   breaker.on('halfOpen', () => moveTo('half_open'));
   breaker.on('close', () => moveTo('closed'));
 
-  async function call(operation: string, request: Call, deadline: number): Promise<LookupOutcome> {
+  async function call(operation: string, request: Call, deadline: number): Promise<Answer> {
     const started = performance.now();
     const outcome = await callWithRetries(request, deadline);
     const label = outcome.kind === 'unavailable' ? `unavailable_${outcome.reason}` : outcome.kind;
@@ -171,7 +179,7 @@ export function createProcessorClient(
     return outcome;
   }
 
-  async function callWithRetries(request: Call, deadline: number): Promise<LookupOutcome> {
+  async function callWithRetries(request: Call, deadline: number): Promise<Answer> {
     let last: ProcessorOutcome = { kind: 'unavailable', reason: 'deadline', detail: 'no time left to call' };
     for (let n = 1; n <= settings.PROCESSOR_MAX_ATTEMPTS; n += 1) {
       const left = deadline - Date.now();
@@ -202,16 +210,26 @@ export function createProcessorClient(
 
   const keyPath = (action: 'lookup' | 'void', kind: PaymentKind, key: string) =>
     `/${action}/${kind}s/${encodeURIComponent(key)}`;
-  // Only a lookup may learn "never seen"; a request or a void always ends in a payment's state.
-  const settled = (outcome: LookupOutcome): ProcessorOutcome =>
-    outcome.kind === 'unknown' ? { kind: 'unavailable', reason: 'error', detail: 'the processor answered unknown' } : outcome;
+  // An answer a call of this kind cannot give says the processor is not well, as any other would.
+  const unexpected = (kind: string): ProcessorOutcome => ({
+    kind: 'unavailable',
+    reason: 'error',
+    detail: `the processor answered ${kind}`,
+  });
 
   return {
-    send: async (kind, request, key, deadline) =>
-      settled(await call(kind, { method: 'POST', path: `/${kind}s`, body: request, key }, deadline)),
-    lookUp: (kind, key, deadline) => call(`${kind}_lookup`, { method: 'GET', path: keyPath('lookup', kind, key) }, deadline),
-    voidKey: async (kind, key, deadline) =>
-      settled(await call(`${kind}_void`, { method: 'POST', path: keyPath('void', kind, key) }, deadline)),
+    send: async (kind, request, key, deadline) => {
+      const answer = await call(kind, { method: 'POST', path: `/${kind}s`, body: request, key }, deadline);
+      return answer.kind === 'unknown' ? unexpected(answer.kind) : answer;
+    },
+    lookUp: async (kind, key, deadline) => {
+      const answer = await call(`${kind}_lookup`, { method: 'GET', path: keyPath('lookup', kind, key) }, deadline);
+      return answer.kind === 'rejected' ? unexpected(answer.kind) : answer;
+    },
+    voidKey: async (kind, key, deadline) => {
+      const answer = await call(`${kind}_void`, { method: 'POST', path: keyPath('void', kind, key) }, deadline);
+      return answer.kind === 'unknown' || answer.kind === 'rejected' ? unexpected(answer.kind) : answer;
+    },
     breakerState: () => state,
     onBreakerStateChange: (listener) => listeners.push(listener),
     shutdown: () => breaker.shutdown(),
@@ -228,10 +246,10 @@ interface ProcessorPayload {
 
 /**
  * What an answer under 500 says. A payment request: 200 approved, 402 declined, 409 with
- * idempotency_key_voided refused for good, 400 rejected (a decline: the request can never succeed).
+ * idempotency_key_voided refused for good, 400 rejected this time (nothing stored, nothing burned).
  * A lookup or void: 200 with the key's state. Anything else says the processor is not well.
  */
-function outcomeOf(status: number, payload: ProcessorPayload | undefined): LookupOutcome | undefined {
+function outcomeOf(status: number, payload: ProcessorPayload | undefined): Answer | undefined {
   if (!payload) return undefined;
   if (status === 200 && payload.state) {
     switch (payload.state) {
@@ -254,10 +272,17 @@ function outcomeOf(status: number, payload: ProcessorPayload | undefined): Looku
   }
   if (status === 200 && payload.id) return { kind: 'approved', reference: payload.id };
   if (status === 409 && payload.error?.code === 'idempotency_key_voided') return { kind: 'voided' };
-  if (status === 402 || status === 400) {
+  if (status === 402) {
     return {
       kind: 'declined',
       reference: payload.id ?? null,
+      code: payload.error?.code ?? 'card_declined',
+      message: payload.error?.message ?? 'The processor declined the payment.',
+    };
+  }
+  if (status === 400) {
+    return {
+      kind: 'rejected',
       code: payload.error?.code ?? 'processor_rejected',
       message: payload.error?.message ?? 'The processor rejected the request.',
     };

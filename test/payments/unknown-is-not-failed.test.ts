@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chargePayments } from '../../src/charges/charges.service.ts';
+import { refundPayments } from '../../src/refunds/refunds.service.ts';
 import {
   charge,
   createTestContext,
@@ -224,6 +225,42 @@ describe('a processor reference another payment already holds', () => {
     expect(result).toBe('awaiting_reconciliation');
     expect((await readCharge(ctx, auth, res.body.id)).status).toBe('pending');
     expect(await flagged(ctx, 'charges', res.body.id)).toBe(true);
+  });
+});
+
+describe('a processor that refuses a resend', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext(FAST_JOBS);
+  });
+  afterEach(async () => {
+    await ctx.setChaos({ mode: 'healthy' });
+    await request(ctx.simulator.url).put('/retention').send({ seconds: null }).expect(200);
+  });
+  afterAll(() => ctx.destroy());
+
+  it('looks a refund up when the processor refuses to pay it again, and records the refund it already paid', async () => {
+    const { auth } = await ctx.account();
+    const charged = await postCharge(ctx, auth, newKey(), { amount: 1000, currency: 'usd', source: 'tok_visa' });
+    // The processor forgets keys sooner than we were told: a resend is then a new refund, which it refuses.
+    await request(ctx.simulator.url).put('/retention').send({ seconds: 0.2 }).expect(200);
+    await ctx.setChaos({ mode: 'lose_response' });
+    const refund = await request(ctx.app).post('/v1/refunds').set(auth).set('Idempotency-Key', newKey()).send({ charge: charged.body.id });
+    expect(refund.status).toBe(202);
+    await ctx.setChaos({ mode: 'healthy' });
+    const paidAt = Date.now();
+    await expect.poll(() => Date.now() - paidAt > 300).toBe(true);
+
+    const refused = (await ctx.ledger()).requests.refunds;
+    const result = await ctx.services.payments.settle(refundPayments, refund.body.id, { lastAttempt: false, deadline: Date.now() + 5000 });
+    expect((await ctx.ledger()).requests.refunds).toBe(refused + 1);
+    expect(result).toBe('settled');
+    const key = await processorKeyOf(ctx, 'refunds', refund.body.id);
+    const entries = ledgerFor((await ctx.ledger()).entries, key);
+    expect(entries).toHaveLength(1);
+    const read = (await request(ctx.app).get(`/v1/refunds/${refund.body.id}`).set(auth)).body;
+    expect(read).toMatchObject({ status: 'succeeded', processor_reference: entries[0]!.id });
+    expect((await readCharge(ctx, auth, charged.body.id)).amount_refunded).toBe(1000);
   });
 });
 

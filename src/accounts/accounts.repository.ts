@@ -15,11 +15,15 @@ export async function insertApiKey(
   await db.insertInto('api_keys').values(key).execute();
 }
 
-export async function findAccountByKeyHash(db: DbOrTrx, secretHash: string): Promise<AccountRow | undefined> {
+/** The account of a key that is not revoked, with the stored hash it matched. */
+export async function findAccountByKeyHash(
+  db: DbOrTrx,
+  secretHash: string,
+): Promise<(AccountRow & { secret_hash: string }) | undefined> {
   return db
     .selectFrom('api_keys')
     .innerJoin('accounts', 'accounts.id', 'api_keys.account_id')
-    .select(['accounts.id', 'accounts.name', 'accounts.created_at'])
+    .select(['accounts.id', 'accounts.name', 'accounts.created_at', 'api_keys.secret_hash'])
     .where('api_keys.secret_hash', '=', secretHash)
     .where('api_keys.revoked_at', 'is', null)
     .executeTakeFirst();

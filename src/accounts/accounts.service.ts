@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import { newId } from '../ids.ts';
 import { type AccountRow, findAccountByKeyHash, insertAccount, insertApiKey } from './accounts.repository.ts';
@@ -23,8 +23,16 @@ export async function createAccount(db: Db, name: string): Promise<{ account: Ac
   });
 }
 
+/**
+ * The account of a live API key. The lookup is by the key's SHA-256, so the time it takes can tell at most
+ * something about a hash, never about the secret; the final comparison is constant-time all the same.
+ */
 export async function authenticate(db: Db, apiKey: string): Promise<AccountRow | undefined> {
-  return findAccountByKeyHash(db, hashApiKey(apiKey));
+  const hash = hashApiKey(apiKey);
+  const found = await findAccountByKeyHash(db, hash);
+  if (!found) return undefined;
+  const { secret_hash: stored, ...account } = found;
+  return timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hash, 'hex')) ? account : undefined;
 }
 
 export function presentAccount(account: AccountRow) {

@@ -23,6 +23,9 @@ export function requestIdAndContext(requestTimeoutMs: number): RequestHandler {
     res.locals.requestId = requestId;
     res.locals.startedAt = performance.now();
     res.set('X-Request-Id', requestId);
+    // No browser may guess another content type than the one sent; no cache may keep an answer that
+    // carries account data (or a health reading that is stale a second later).
+    res.set({ 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-store' });
     const timer = setTimeout(() => {
       if (res.headersSent) return;
       res.locals.deadlinePassed = true;

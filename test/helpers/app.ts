@@ -4,11 +4,16 @@ import type pg from 'pg';
 import { compose } from '../../src/compose.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
+import { auditLogLine } from './log-audit.ts';
 
 export class LogCapture extends Writable {
   readonly lines: Record<string, unknown>[] = [];
   override _write(chunk: Buffer, _enc: string, done: () => void) {
-    for (const line of chunk.toString().split('\n')) if (line) this.lines.push(JSON.parse(line));
+    for (const line of chunk.toString().split('\n')) {
+      if (!line) continue;
+      auditLogLine(line);
+      this.lines.push(JSON.parse(line));
+    }
     done();
   }
 }

@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { auditLogLine } from './log-audit.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
@@ -83,6 +84,7 @@ export function startService(role: Role, env: Record<string, string>): ServicePr
       if (line.startsWith('{')) {
         try {
           lines.push(JSON.parse(line) as LogLine);
+          auditLogLine(line);
           continue;
         } catch {
           // not JSON after all: keep it as text

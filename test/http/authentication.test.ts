@@ -72,8 +72,9 @@ describe('GET /v1/account', () => {
     );
   });
 
-  it('answers 401 for a revoked key', async () => {
+  it('answers 401 for a revoked key, from the very next request on', async () => {
     const { apiKey, auth } = await makeAccount(t.db);
+    expect((await request(app).get('/v1/account').set(auth)).status).toBe(200);
     await t.db
       .updateTable('api_keys')
       .set({ revoked_at: new Date() })

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
+import { auditLogLine } from '../helpers/log-audit.ts';
 import { freePort } from '../helpers/ports.ts';
 
 let t: TestDatabase;
@@ -23,7 +24,9 @@ function startProcess(role: 'api' | 'worker', env: Record<string, string>) {
   const lines: Record<string, unknown>[] = [];
   child.stdout!.on('data', (chunk: Buffer) => {
     for (const line of chunk.toString().split('\n')) {
-      if (line.startsWith('{')) lines.push(JSON.parse(line));
+      if (!line.startsWith('{')) continue;
+      auditLogLine(line);
+      lines.push(JSON.parse(line));
     }
   });
   children.push(child);
@@ -209,6 +212,7 @@ describe('the api process', () => {
       const answer = await send(raw);
       expect(answer).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answer).toContain('Content-Type: application/problem+json');
+      expect(answer).toContain('X-Content-Type-Options: nosniff');
       expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ status, code });
     }
   });

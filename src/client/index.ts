@@ -1,0 +1,116 @@
+// The client SDK of payments-exactly-once: `import { createClient } from 'payments-exactly-once/client'`.
+// A separate program: it needs Node's global fetch, AbortSignal and crypto.randomUUID, and nothing from src/.
+import { PaymentsError } from './errors.ts';
+import { createSender, isRetryable, MAX_RETRY_DELAY_MS, positive, sleep } from './request.ts';
+import type {
+  Charge,
+  ClientOptions,
+  CreateChargeParams,
+  CreateRefundParams,
+  List,
+  PaymentsClient,
+  Refund,
+  RequestOptions,
+} from './types.ts';
+
+export { PaymentsError } from './errors.ts';
+export type { PaymentsErrorInit } from './errors.ts';
+export type {
+  AttemptInfo,
+  Charge,
+  ClientOptions,
+  CreateChargeParams,
+  CreateRefundParams,
+  FieldError,
+  List,
+  PaymentsClient,
+  Refund,
+  RequestOptions,
+} from './types.ts';
+
+const WAIT_DEFAULTS = { timeoutMs: 60_000, intervalMs: 500 } as const;
+
+function idPath(collection: 'charges' | 'refunds', id: string): string {
+  if (typeof id !== 'string' || id === '') throw new TypeError(`a ${collection.slice(0, -1)} id is required`);
+  return `/v1/${collection}/${encodeURIComponent(id)}`;
+}
+
+/** One key per logical call: made here, once, so every retry of the call carries the same one. */
+const keyFor = (options?: RequestOptions) => options?.idempotencyKey ?? globalThis.crypto.randomUUID();
+
+export function createClient(options: ClientOptions): PaymentsClient {
+  const sender = createSender(options);
+
+  const get = async <T>(path: string) => (await sender.send<T>({ method: 'GET', path })).body;
+  const post = async <T>(path: string, body: unknown, requestOptions?: RequestOptions) =>
+    (await sender.send<T>({ method: 'POST', path, body, idempotencyKey: keyFor(requestOptions) })).body;
+
+  const listCharges = (params: { limit?: number; starting_after?: string } = {}) => {
+    const query = new URLSearchParams();
+    if (params.limit !== undefined) query.set('limit', String(params.limit));
+    if (params.starting_after !== undefined) query.set('starting_after', params.starting_after);
+    const qs = query.toString();
+    return get<List<Charge>>(`/v1/charges${qs ? `?${qs}` : ''}`);
+  };
+
+  async function waitFor<T extends Charge | Refund>(
+    payment: T,
+    waitOptions: { timeoutMs?: number; intervalMs?: number } = {},
+  ): Promise<T> {
+    if (payment.status !== 'pending') return payment;
+    const timeoutMs = positive('timeoutMs', waitOptions.timeoutMs, WAIT_DEFAULTS.timeoutMs);
+    const intervalMs = positive('intervalMs', waitOptions.intervalMs, WAIT_DEFAULTS.intervalMs, 1);
+    const path = idPath(payment.object === 'refund' ? 'refunds' : 'charges', payment.id);
+    const deadlineAt = Date.now() + timeoutMs;
+    const maxIntervalMs = Math.max(intervalMs, MAX_RETRY_DELAY_MS);
+    let attempts = 0;
+    for (let poll = 0; ; poll++) {
+      // Backoff: the interval grows by half each poll up to 5 s, with jitter so many waiters spread out.
+      const step = Math.min(maxIntervalMs, intervalMs * 1.5 ** poll);
+      await sleep(Math.min(step / 2 + Math.random() * (step / 2), deadlineAt - Date.now()));
+      const remaining = deadlineAt - Date.now();
+      if (remaining <= 0) {
+        throw new PaymentsError({
+          status: 0,
+          code: 'timeout',
+          message: `${payment.object} ${payment.id} was still pending after ${timeoutMs} ms`,
+          attempts,
+        });
+      }
+      try {
+        const sent = await sender.send<T>({ method: 'GET', path, deadlineMs: remaining });
+        attempts += sent.attempts;
+        if (sent.body.status !== 'pending') return sent.body;
+      } catch (err) {
+        // A poll that failed for a passing reason (no answer, 429, 5xx) is just a poll: keep following until the deadline.
+        if (!(err instanceof PaymentsError) || !isRetryable(err.status, err.code)) throw err;
+        attempts += err.attempts;
+      }
+    }
+  }
+
+  return {
+    charges: {
+      create: (params: CreateChargeParams, requestOptions?: RequestOptions) =>
+        post<Charge>('/v1/charges', params, requestOptions),
+      retrieve: async (id: string) => get<Charge>(idPath('charges', id)),
+      list: listCharges,
+      async *listAll(params: { limit?: number } = {}) {
+        let startingAfter: string | undefined;
+        for (;;) {
+          const page = await listCharges({ limit: params.limit, starting_after: startingAfter });
+          yield* page.data;
+          const last = page.data.at(-1);
+          if (!page.has_more || !last) return;
+          startingAfter = last.id;
+        }
+      },
+    },
+    refunds: {
+      create: (params: CreateRefundParams, requestOptions?: RequestOptions) =>
+        post<Refund>('/v1/refunds', params, requestOptions),
+      retrieve: async (id: string) => get<Refund>(idPath('refunds', id)),
+    },
+    waitFor,
+  };
+}

@@ -1,6 +1,7 @@
 // Composition root of the process: reads config, owns the database, ports, signals and shutdown.
 // `tsx src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
-import type { Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { countAccounts } from './accounts/accounts.repository.ts';
 import { createAccount } from './accounts/accounts.service.ts';
@@ -59,14 +60,21 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
 
   let server: Server | undefined;
   if (role !== 'worker') {
-    const app = service.app();
+    // HTTP/1.1 asks for a Host header, but nothing here routes by it: a request without one is served,
+    // rather than refused by Node with a bare 400.
+    const s = createServer({ requireHostHeader: false }, service.app());
     server = await new Promise<Server>((resolve) => {
-      const s = app.listen(config.PORT, config.HOST, () => resolve(s));
+      s.listen(config.PORT, config.HOST, () => resolve(s));
     });
     // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
     server.headersTimeout = 10_000;
     server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
     server.on('clientError', answerClientError);
+    // An Expect this server does not meet (anything but 100-continue) still gets a problem+json answer.
+    server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+      const { head, body } = rawProblem(417, 'expectation_failed', 'Expectation failed', 'Only "Expect: 100-continue" is supported.');
+      res.writeHead(417, head).end(body);
+    });
     const address = server.address();
     const baseUrl = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.PORT}`;
     logger.info({ role, url: baseUrl }, 'api listening');
@@ -101,7 +109,7 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
  * Requests Node's HTTP parser refuses before express sees them (malformed, headers too large, too slow)
  * still get a problem+json answer rather than bare text.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   if (!socket.writable) {
     socket.destroy();
     return;
@@ -112,16 +120,25 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'request_timeout', 'Request timeout']
         : [400, 'bad_request', 'Bad request'];
-  const body = JSON.stringify({
-    type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`,
-    title,
-    status,
-    detail: 'The HTTP request could not be read.',
-    code,
-  });
-  socket.end(
-    `HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
+  const { head, body } = rawProblem(status, code, title, 'The HTTP request could not be read.');
+  // A HEAD answer has no body: bytes after its headers would be read as the start of the next answer.
+  const isHead = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  const lines = Object.entries({ ...head, Connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${title}\r\n${lines.join('')}\r\n${isHead ? '' : body}`);
+}
+
+/** A problem+json answer written below express, with a request id of its own like every other answer. */
+function rawProblem(status: number, code: string, title: string, detail: string) {
+  const requestId = `req_${randomUUID().replaceAll('-', '')}`;
+  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`, title, status, detail, code, request_id: requestId });
+  const head = {
+    'Content-Type': 'application/problem+json',
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+    'X-Request-Id': requestId,
+    'Content-Length': String(Buffer.byteLength(body)),
+  };
+  return { head, body };
 }
 
 /** On the very first start, a demo account and its key, so a new user can paste a curl line. */

@@ -20,21 +20,31 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   });
 }
 
+// No valid body nests deeper than a few levels; a deeper one is refused before anything walks it.
+const MAX_DEPTH = 32;
+
 /**
- * Where `value` holds an own "__proto__" key. JSON.parse makes one an ordinary property, but zod skips it
- * without a word, so it would vanish from what we store instead of being refused.
+ * Where `value` holds an own "__proto__" key (JSON.parse makes one an ordinary property, but zod skips it
+ * without a word, so it would vanish from what we store instead of being refused), and whether it nests
+ * deeper than any valid body. Walked with a stack of its own, never by recursion: depth costs no stack.
  */
-function protoKeys(value: unknown, path: string[] = []): FieldError[] {
-  if (!value || typeof value !== 'object') return [];
-  return Object.keys(value).flatMap((key) =>
-    key === '__proto__'
-      ? [{ path: [...path, key].join('.'), message: 'is a reserved name' }]
-      : protoKeys((value as Record<string, unknown>)[key], [...path, key]),
-  );
+function reservedOrDeep(input: unknown): FieldError[] {
+  const found: FieldError[] = [];
+  const stack: { value: unknown; path: string[] }[] = [{ value: input, path: [] }];
+  while (stack.length) {
+    const { value, path } = stack.pop()!;
+    if (!value || typeof value !== 'object') continue;
+    if (path.length > MAX_DEPTH) return [{ path: '', message: `nests deeper than ${MAX_DEPTH} levels` }];
+    for (const key of Object.keys(value)) {
+      if (key === '__proto__') found.push({ path: [...path, key].join('.'), message: 'is a reserved name' });
+      else stack.push({ value: (value as Record<string, unknown>)[key], path: [...path, key] });
+    }
+  }
+  return found;
 }
 
 export function parseWith<S extends z.ZodType>(schema: S, input: unknown, where = 'body'): z.infer<S> {
-  const reserved = protoKeys(input);
+  const reserved = reservedOrDeep(input);
   if (reserved.length) throw new ValidationError(reserved, `The request ${where} is not valid; see errors.`);
   const parsed = schema.safeParse(input ?? (where === 'body' ? undefined : {}));
   if (!parsed.success) {

@@ -207,13 +207,22 @@ describe('the api process', () => {
     const cases: [string, number, string][] = [
       ['NOT HTTP AT ALL\r\n\r\n', 400, 'bad_request'],
       [`GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+      ['GET /livez HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nConnection: close\r\n\r\n', 417, 'expectation_failed'],
     ];
     for (const [raw, status, code] of cases) {
       const answer = await send(raw);
       expect(answer).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answer).toContain('Content-Type: application/problem+json');
       expect(answer).toContain('X-Content-Type-Options: nosniff');
-      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ status, code });
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+      expect(body).toMatchObject({ status, code, request_id: expect.stringMatching(/^req_/) });
+      expect(answer).toContain(`X-Request-Id: ${body.request_id}`);
     }
+    // A HEAD gets the headers alone: a body would be read as the start of the next answer.
+    const head = await send(`HEAD /livez HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\u0000b\r\n\r\n`);
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head.endsWith('\r\n\r\n')).toBe(true);
+    // Nothing here routes by Host, so a request without one is served rather than refused.
+    expect(await send('GET /livez HTTP/1.1\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
   });
 });

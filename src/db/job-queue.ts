@@ -27,11 +27,16 @@ export type QueueSettings = Pick<
   | 'SETTLE_RETRY_DELAY_MAX_SECONDS'
   | 'SETTLE_WINDOW_SECONDS'
   | 'RECONCILE_INTERVAL_SECONDS'
+  | 'REQUEST_TIMEOUT_MS'
 >;
 
-// A job makes a few bounded calls; one still active after this long belonged to a worker that died, and
-// pg-boss hands it to another.
-const JOB_EXPIRE_SECONDS = 120;
+// A job's work ends by its deadline (REQUEST_TIMEOUT_MS). One still active well after that was lost: its
+// worker died, froze, or never received it, or its end was never recorded because the database went away
+// at that moment. pg-boss's supervisor then hands it to another worker; until it does, the exclusive
+// queue lets no new job drive the payment, so the wait is kept short.
+const jobExpireSeconds = (settings: QueueSettings) => Math.max(10, Math.ceil((3 * settings.REQUEST_TIMEOUT_MS) / 1000));
+// How often a worker's pg-boss looks for such jobs (its default is a minute).
+const SUPERVISE_INTERVAL_SECONDS = 5;
 // Reconciliation never gives up on its own: a payment the processor may have made stays asked about.
 const RECONCILE_ATTEMPTS = 1_000_000;
 const DEAD_LETTER_RETENTION_SECONDS = 30 * 86400;
@@ -43,7 +48,7 @@ export function queueOptions(settings: QueueSettings) {
       retryDelay: settings.SETTLE_RETRY_DELAY_SECONDS,
       retryBackoff: true,
       retryDelayMax: settings.SETTLE_RETRY_DELAY_MAX_SECONDS,
-      expireInSeconds: JOB_EXPIRE_SECONDS,
+      expireInSeconds: jobExpireSeconds(settings),
       retentionSeconds: settings.SETTLE_WINDOW_SECONDS + 86400,
       deadLetter: SETTLE_DEAD_QUEUE,
     },
@@ -51,7 +56,7 @@ export function queueOptions(settings: QueueSettings) {
       retryLimit: RECONCILE_ATTEMPTS,
       retryDelay: settings.RECONCILE_INTERVAL_SECONDS,
       retryBackoff: false,
-      expireInSeconds: JOB_EXPIRE_SECONDS,
+      expireInSeconds: jobExpireSeconds(settings),
       retentionSeconds: DEAD_LETTER_RETENTION_SECONDS,
       deadLetter: SETTLE_DEAD_QUEUE,
     },
@@ -66,6 +71,7 @@ export function createBoss(pool: pg.Pool, options: { supervise: boolean }): PgBo
     migrate: false,
     createSchema: false,
     supervise: options.supervise,
+    superviseIntervalSeconds: SUPERVISE_INTERVAL_SECONDS,
     schedule: false,
   });
 }

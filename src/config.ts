@@ -95,6 +95,9 @@ export const configSchema = z.object({
   ),
   REAPER_INTERVAL_SECONDS: int(60, 1, 86400).describe('How often the reaper deletes expired keys.'),
   REAPER_BATCH_SIZE: int(1000, 1, 100000).describe('Keys deleted per reaper statement.'),
+  JOB_CONCURRENCY: int(5, 1, 100).describe(
+    'Settle (and, apart, reconcile) jobs one worker process runs at once; after an outage the backlog drains this many at a time.',
+  ),
   JOB_POLL_INTERVAL_SECONDS: z.coerce
     .number()
     .min(0.5)

@@ -101,7 +101,13 @@ export function createWorker(deps: WorkerDeps) {
     timers.push(timer);
   }
 
-  const work = { includeMetadata: true, batchSize: 1, pollingIntervalSeconds: config.JOB_POLL_INTERVAL_SECONDS } as const;
+  // One job per fetch, several fetch loops: a slow processor call holds up one loop, not the backlog.
+  const work = {
+    includeMetadata: true,
+    batchSize: 1,
+    localConcurrency: config.JOB_CONCURRENCY,
+    pollingIntervalSeconds: config.JOB_POLL_INTERVAL_SECONDS,
+  } as const;
 
   return {
     async start(): Promise<void> {

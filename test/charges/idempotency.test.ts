@@ -1,4 +1,4 @@
-// Every rule under "Idempotency" in API.md, caused for real against Postgres and the simulator.
+// Every rule of the README's "Idempotency" section, caused for real against Postgres and the simulator.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';

@@ -165,11 +165,38 @@ export function createPayments(deps: {
         { kind: type.kind, id, processor_reference: 'reference' in outcome ? outcome.reference : null },
         'anomaly: the processor answered with a reference another payment holds; left pending for reconciliation',
       );
-      await flagForReconciliation(trx, type.table, id);
-      await queue.enqueue(trx, RECONCILE_QUEUE, { kind: type.kind, id });
+      await awaitReconciliation(trx, type, id);
       return lockPayment<Row>(trx, type.table, id);
     }
     return current;
+  }
+
+  /** Inside a transaction: flags a pending payment and gives it a reconcile job, which asks slowly. */
+  async function awaitReconciliation(trx: DbOrTrx, type: PaymentType, id: string): Promise<void> {
+    await flagForReconciliation(trx, type.table, id);
+    await queue.enqueue(trx, RECONCILE_QUEUE, { kind: type.kind, id });
+  }
+
+  /** Reconciles a payment already read as pending: look up, void a key never seen, or wait for the processor. */
+  async function reconcilePending<Row extends PaymentRow>(
+    type: PaymentType<Row>,
+    payment: PaymentState<Row>,
+    deadline: number,
+  ): Promise<SettleResult> {
+    const { id } = payment;
+    const outcome = await lookUpOrVoid(type.kind, payment.processor_idempotency_key, deadline);
+    const row = await inTransaction(db, async (trx) => {
+      if (outcome.kind !== 'unavailable') return apply(trx, type, id, outcome);
+      await awaitReconciliation(trx, type, id);
+      return undefined;
+    });
+    if (!row) {
+      logger.warn(
+        { kind: type.kind, id, reason: outcome.kind === 'unavailable' ? outcome.reason : undefined },
+        `${type.kind} ${id} awaits reconciliation: the processor cannot say what became of it`,
+      );
+    }
+    return !row || row.status === 'pending' ? 'awaiting_reconciliation' : 'settled';
   }
 
   const payments = {
@@ -230,9 +257,11 @@ export function createPayments(deps: {
     ): Promise<SettleResult> {
       const payment = await findPaymentState<Row>(db, type.table, { id }, settings);
       if (payment?.status !== 'pending') return 'already_final';
-      if (payment.window_over) return payments.reconcile(type, id, options.deadline);
+      if (payment.window_over) return reconcilePending(type, payment, options.deadline);
       const outcome = await ask(type, payment, options.deadline);
-      if (outcome.kind === 'unavailable') return options.lastAttempt ? payments.reconcile(type, id, options.deadline) : 'retry';
+      if (outcome.kind === 'unavailable') {
+        return options.lastAttempt ? reconcilePending(type, payment, options.deadline) : 'retry';
+      }
       const row = await inTransaction(db, (trx) => apply(trx, type, id, outcome));
       return row.status === 'pending' ? 'awaiting_reconciliation' : 'settled';
     },
@@ -243,19 +272,7 @@ export function createPayments(deps: {
      */
     async reconcile<Row extends PaymentRow>(type: PaymentType<Row>, id: string, deadline: number): Promise<SettleResult> {
       const payment = await findPaymentState<Row>(db, type.table, { id }, settings);
-      if (payment?.status !== 'pending') return 'already_final';
-      const outcome = await lookUpOrVoid(type.kind, payment.processor_idempotency_key, deadline);
-      const row = await inTransaction(db, async (trx) => {
-        if (outcome.kind !== 'unavailable') return apply(trx, type, id, outcome);
-        await flagForReconciliation(trx, type.table, id);
-        await queue.enqueue(trx, RECONCILE_QUEUE, { kind: type.kind, id });
-        return undefined;
-      });
-      if (!row) {
-        logger.warn({ kind: type.kind, id, reason: outcome.kind === 'unavailable' ? outcome.reason : undefined },
-          `${type.kind} ${id} awaits reconciliation: the processor cannot say what became of it`);
-      }
-      return row?.status === 'pending' || !row ? 'awaiting_reconciliation' : 'settled';
+      return payment?.status === 'pending' ? reconcilePending(type, payment, deadline) : 'already_final';
     },
 
     /**

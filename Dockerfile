@@ -6,4 +6,4 @@ RUN npm ci --omit=dev --no-audit --no-fund
 COPY . .
 USER node
 ENV HOST=0.0.0.0
-CMD ["npm", "run", "start:api"]
+CMD ["node", "src/main.ts", "api"]

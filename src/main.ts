@@ -1,5 +1,5 @@
 // Composition root of the process: reads config, owns the database, ports, signals and shutdown.
-// `tsx src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
+// `node src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';

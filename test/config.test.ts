@@ -44,7 +44,7 @@ describe('configuration', () => {
   });
 
   it('stops the service at start with a one-line message naming the bad variable', () => {
-    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'api'], {
+    const run = spawnSync(process.execPath, ['src/main.ts', 'api'], {
       env: { ...process.env, PORT: 'not-a-port', DATABASE_URL: '' },
       encoding: 'utf8',
       timeout: 20_000,

@@ -1,4 +1,4 @@
-// The service as real child processes (`node --import tsx src/main.ts <role>`), and a small HTTP client
+// The service as real child processes (`node src/main.ts <role>`), and a small HTTP client
 // that follows the API's retry rule: same Idempotency-Key after any 5xx, 409 or missing answer.
 import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
@@ -68,7 +68,7 @@ process.on('exit', () => {
 });
 
 export function startService(role: Role, env: Record<string, string>): ServiceProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', role], {
+  const child = spawn(process.execPath, ['src/main.ts', role], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 const run = (args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/account-create.ts', ...args], {
+  spawnSync(process.execPath, ['src/cli/account-create.ts', ...args], {
     env: { ...process.env, DATABASE_URL: t.url },
     encoding: 'utf8',
     timeout: 30_000,

@@ -17,7 +17,7 @@ const report: string[] = [];
 const say = (line: string) => report.push(line);
 
 function startProcess(role: 'api' | 'worker', env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', role], {
+  const child = spawn(process.execPath, ['src/main.ts', role], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

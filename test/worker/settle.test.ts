@@ -22,7 +22,7 @@ const settleJobsFor = async (ctx: TestContext, queue: string, id: string) => {
 
 /** Runs the operator's command, `npm run jobs:retry-dead`, against this test's database; returns what it printed. */
 function retryDeadJobs(ctx: TestContext): string {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/jobs-retry-dead.ts'], {
+  const run = spawnSync(process.execPath, ['src/cli/jobs-retry-dead.ts'], {
     env: { ...process.env, DATABASE_URL: ctx.t.url },
     encoding: 'utf8',
     timeout: 30_000,

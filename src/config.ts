@@ -58,6 +58,9 @@ export const configSchema = z.object({
     'How long the processor remembers an idempotency key (Stripe: 24 h). Past it, a payment is looked up before any resend.',
   ),
   PROCESSOR_MAX_CONCURRENCY: int(50, 1, 10000).describe('Bulkhead: most processor calls in flight at once.'),
+  PROCESSOR_BREAKER_ENABLED: flag(true).describe(
+    'Put processor calls behind the circuit breaker; false only to measure what it costs (bench, lab).',
+  ),
   BREAKER_ERROR_THRESHOLD_PERCENT: int(50, 1, 100).describe(
     'Failure share in the window that opens the circuit.',
   ),

@@ -104,7 +104,12 @@ export class RequestTimeoutError extends ProblemError {
 
 /** Raised below the HTTP layer when the work's deadline leaves no time to wait any longer. */
 export class DeadlineExceededError extends Error {
-  override readonly name = 'DeadlineExceededError';
+  override readonly name: string = 'DeadlineExceededError';
+}
+
+/** A statement was sent and the deadline came before its answer: the client stopped listening. */
+export class StatementUnansweredError extends DeadlineExceededError {
+  override readonly name = 'StatementUnansweredError';
 }
 
 /** A transaction's COMMIT was sent and no answer came back: it may or may not have committed. */

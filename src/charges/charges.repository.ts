@@ -4,26 +4,6 @@ import type { ChargesTable } from '../db/schema.ts';
 
 export type ChargeRow = Selectable<ChargesTable>;
 
-export interface NewCharge {
-  id: string;
-  account_id: string;
-  idempotency_key_id: string;
-  amount: number;
-  currency: string;
-  source: string;
-  description: string | null;
-  metadata: Record<string, string>;
-  processor_idempotency_key: string;
-}
-
-export async function insertPendingCharge(db: DbOrTrx, charge: NewCharge): Promise<ChargeRow> {
-  return db
-    .insertInto('charges')
-    .values({ ...charge, metadata: JSON.stringify(charge.metadata), status: 'pending' })
-    .returningAll()
-    .executeTakeFirstOrThrow();
-}
-
 export async function findCharge(db: DbOrTrx, accountId: string, id: string): Promise<ChargeRow | undefined> {
   return db
     .selectFrom('charges')

@@ -1,10 +1,11 @@
 // Charges: what a charge is to the payments module, its create flow as an idempotent operation, the reads.
+import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
-import { type ChargeRow, findCharge, insertPendingCharge, listCharges } from './charges.repository.ts';
+import { type ChargeRow, findCharge, listCharges } from './charges.repository.ts';
 import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
 
 export function presentCharge(charge: ChargeRow): Charge {
@@ -34,7 +35,6 @@ export const chargePayments: PaymentType<ChargeRow> = {
     source: charge.source,
     description: charge.description,
   }),
-  afterFailed: async () => undefined,
   present: presentCharge,
   failedTitle: 'Card declined',
 };
@@ -43,20 +43,18 @@ export function createChargeOperation(deps: { payments: Payments }) {
   return deps.payments.operation<CreateChargeParams, ChargeRow>(chargePayments, {
     path: '/v1/charges',
     parse: (body) => parseWith(createChargeSchema, body),
-    async recordIntent(trx, key, params) {
-      await insertPendingCharge(trx, {
-        id: newId('ch'),
-        account_id: key.account_id,
-        idempotency_key_id: key.id,
-        amount: params.amount,
-        currency: params.currency,
-        source: params.source,
-        description: params.description ?? null,
-        metadata: params.metadata ?? {},
-        // Derived from our key row, so every retry, resume and later settle reuses it.
-        processor_idempotency_key: `charge_${key.id}`,
-      });
-    },
+    // The new charge, pending, written by the statement that claims its key (`claimed`). Its processor key
+    // is derived from our key row, so every retry, resume and later settle reuses it.
+    intent: (key, params) => ({
+      ctes: sql`intent as (
+        insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
+                             status, processor_idempotency_key)
+        select ${newId('ch')}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
+               ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
+               'pending', ${`charge_${key.id}`}
+        from claimed
+        returning *)`,
+    }),
   });
 }
 

@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { migrations } from '../../migrations/index.ts';
 import type { Config } from '../config.ts';
-import { CommitUnknownError, databaseTrouble, DeadlineExceededError } from '../errors.ts';
+import { CommitUnknownError, databaseTrouble, DeadlineExceededError, StatementUnansweredError } from '../errors.ts';
 import { currentDeadline } from '../request-context.ts';
 import type { Database } from './schema.ts';
 
@@ -77,6 +77,7 @@ function deadlineBoundPool(pool: pg.Pool): PostgresPool {
  * Kysely releases a connection without saying whether it is still usable. One whose statement outlived
  * the client's read timeout, or whose ROLLBACK failed, is still busy or inside a transaction: reused, it
  * would commit another caller's writes into that transaction. So such a client is destroyed instead.
+ * Every statement also gets a read timeout from the deadline of the work it serves (see boundedQuery).
  */
 function releasedClean(client: pg.PoolClient): pg.PoolClient {
   const release = client.release;
@@ -86,7 +87,46 @@ function releasedClean(client: pg.PoolClient): pg.PoolClient {
     // Kysely says `false` for "no error"; anything truthy already asks the pool to destroy the client.
     release(err || (clean ? undefined : new Error('connection released busy or inside a transaction')));
   };
+  if (!deadlineBound.has(client)) {
+    deadlineBound.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
+    // Kysely sends (text, values); anything else (pg-boss's callbacks through pool.query) passes untouched.
+    (client as { query: unknown }).query = (...args: unknown[]) =>
+      typeof args[0] === 'string' && args.length <= 2 && typeof args[1] !== 'function'
+        ? boundedQuery(query, args[0], args[1] as unknown[] | undefined, currentDeadline())
+        : query(...args);
+  }
   return client;
+}
+
+const deadlineBound = new WeakSet<pg.PoolClient>();
+
+// The server's own bound (a transaction's statement_timeout, taken from the same deadline) should answer
+// first: its error is definite, where a client that stops listening cannot know what became of the statement.
+const READ_TIMEOUT_MARGIN_MS = 250;
+
+/**
+ * One statement, bounded by the deadline without a round trip of its own: the client stops waiting a
+ * little after it (and the connection, left busy, is destroyed on release). The server's statement_timeout
+ * still ends the statement itself.
+ */
+async function boundedQuery(
+  query: (config: pg.QueryConfig) => Promise<pg.QueryResult>,
+  text: string,
+  values: unknown[] | undefined,
+  deadline: number | undefined,
+): Promise<pg.QueryResult> {
+  if (deadline === undefined) return query({ text, values });
+  const left = Math.floor(deadline - Date.now());
+  if (left <= 0) throw new DeadlineExceededError('no time left for a database statement');
+  try {
+    return await query({ text, values, query_timeout: left + READ_TIMEOUT_MARGIN_MS } as pg.QueryConfig);
+  } catch (err) {
+    if ((err as Error).message === 'Query read timeout') {
+      throw new StatementUnansweredError('the database did not answer the statement before the deadline', { cause: err });
+    }
+    throw err;
+  }
 }
 
 async function connectBy(pool: pg.Pool, deadline: number | undefined): Promise<pg.PoolClient> {
@@ -149,6 +189,22 @@ export async function inTransaction<T>(
       throw err;
     }
     return result;
+  });
+}
+
+/**
+ * Runs one statement as its own transaction, the cheapest way to write: one round trip, no BEGIN or
+ * COMMIT. Sent and then unanswered (a lost connection, a read timeout), it may have committed or not,
+ * so that comes out as a CommitUnknownError. An error while waiting for a connection means nothing was sent.
+ */
+export async function autocommit<T>(db: Db, statement: (conn: Db) => Promise<T>): Promise<T> {
+  return db.connection().execute(async (conn) => {
+    try {
+      return await statement(conn);
+    } catch (err) {
+      if (err instanceof StatementUnansweredError || databaseTrouble(err) === 'unavailable') throw new CommitUnknownError(err);
+      throw err;
+    }
   });
 }
 

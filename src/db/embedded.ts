@@ -61,6 +61,8 @@ export async function startEmbeddedPostgres(options: {
   dir: string;
   port: number;
   onLog?: (line: string) => void;
+  /** More server flags, after the defaults (`-c name=value` pairs; a later setting wins). */
+  extraFlags?: string[];
 }): Promise<EmbeddedServer> {
   const dir = path.resolve(options.dir);
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/postgres`;
@@ -75,7 +77,7 @@ export async function startEmbeddedPostgres(options: {
     persistent: true,
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'fsync=on'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'fsync=on', ...(options.extraFlags ?? [])],
     onLog: quiet,
     onError: (e) => quiet(String(e)),
   });

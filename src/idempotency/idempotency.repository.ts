@@ -1,5 +1,5 @@
 // Queries on idempotency_keys. Every time comparison uses the database clock, never this process's.
-import { type Selectable, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { IdempotencyKeysTable, JsonObject } from '../db/schema.ts';
 
@@ -26,6 +26,8 @@ const KEY_COLUMNS = [
 ] as const;
 
 export type KeyRow = Pick<Selectable<IdempotencyKeysTable>, (typeof KEY_COLUMNS)[number]>;
+
+const keyColumns = (alias: string) => sql.join(KEY_COLUMNS.map((c) => sql.ref(`${alias}.${c}`)));
 
 export interface NewKey {
   accountId: string;
@@ -55,6 +57,113 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
     .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
     .returning(KEY_COLUMNS)
     .executeTakeFirst();
+}
+
+/** The local rows of a new request, written by the statement that claims its key. */
+export interface Intent {
+  /**
+   * One or more CTEs, the first named `intent`, reading the new key from `claimed` (`id`, `account_id`):
+   * empty when the key already exists, so they write nothing then. What `intent` returns comes back as JSON.
+   */
+  ctes: RawBuilder<unknown>;
+  /** Whether the request can be recorded at once; when false, nothing at all is written. */
+  when?: RawBuilder<boolean>;
+}
+
+export type ClaimedRow = KeyState & { claimed: boolean; intent: unknown };
+
+/**
+ * The first phase in one statement, no row locks: inserts the key with a fresh lease and, in the same
+ * statement, the request's own rows (`intent`). When the key exists, returns it as it was (with its
+ * expiry and lease read by the database clock) and writes nothing. No row at all: `when` said no, or
+ * another request inserted the key after this statement's snapshot; the caller then decides under locks.
+ */
+export async function claimKeyWithIntent(
+  db: DbOrTrx,
+  k: NewKey & { id: string; leaseToken: string },
+  settings: { ttlSeconds: number; leaseSeconds: number },
+  intent: Intent,
+): Promise<ClaimedRow | undefined> {
+  const { rows } = await sql<ClaimedRow>`
+    with claimed as (
+      insert into idempotency_keys
+        (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+         recovery_point, locked_at, lease_token, expires_at)
+      select ${k.id}::uuid, ${k.accountId}, ${k.key}, ${k.method}, ${k.path}, ${k.fingerprint}, ${JSON.stringify(k.body)}::jsonb,
+             'intent_recorded', now(), ${k.leaseToken}::uuid, now() + make_interval(secs => ${settings.ttlSeconds})
+      where ${intent.when ?? sql<boolean>`true`}
+      on conflict (account_id, key) do nothing
+      returning ${sql.join(KEY_COLUMNS.map((c) => sql.ref(c)))}
+    ), ${intent.ctes}
+    select ${keyColumns('claimed')}, true as claimed, false as expired, true as leased,
+           (select row_to_json(intent) from intent) as intent
+    from claimed
+    union all
+    select ${keyColumns('k')}, false, k.expires_at <= now(),
+           k.locked_at is not null and k.locked_at > now() - make_interval(secs => ${settings.leaseSeconds}), null
+    from idempotency_keys k
+    where k.account_id = ${k.accountId} and k.key = ${k.key}`.execute(db);
+  // Both rows only when a key that expired was deleted between the snapshot and the insert: ours is new.
+  return rows.find((r) => r.claimed) ?? rows[0];
+}
+
+/** The intent of a request whose key was claimed inside a transaction (the careful way). */
+export async function recordIntentOf(db: DbOrTrx, keyId: string, intent: Intent): Promise<void> {
+  await sql`
+    with claimed as (select id, account_id from idempotency_keys where id = ${keyId}), ${intent.ctes}
+    select count(*) from intent`.execute(db);
+}
+
+/** Takes the lease of an unfinished key nobody holds; undefined when someone does, or it finished. */
+export async function takeLeaseIfFree(db: DbOrTrx, id: string, leaseSeconds: number): Promise<KeyRow | undefined> {
+  return db
+    .updateTable('idempotency_keys')
+    .set(NEW_LEASE)
+    .where('id', '=', id)
+    .where('recovery_point', '<>', 'finished')
+    .where(sql<boolean>`(locked_at is null or locked_at <= now() - make_interval(secs => ${leaseSeconds}))`)
+    .returning(KEY_COLUMNS)
+    .executeTakeFirst();
+}
+
+/** Deletes a finished key past its expiry (as the reaper would); a key that changed meanwhile stays. */
+export async function deleteExpiredKey(db: DbOrTrx, id: string): Promise<void> {
+  await db
+    .deleteFrom('idempotency_keys')
+    .where('id', '=', id)
+    .where('recovery_point', '=', 'finished')
+    .where('expires_at', '<=', sql<Date>`now()`)
+    .execute();
+}
+
+/** True while the holder of `key`'s lease still holds it and the request is unfinished. */
+export const leaseHeld = (key: Pick<KeyRow, 'id' | 'lease_token'>): RawBuilder<boolean> =>
+  sql<boolean>`exists (select 1 from idempotency_keys h
+    where h.id = ${key.id} and h.lease_token = ${key.lease_token} and h.recovery_point <> 'finished')`;
+
+/**
+ * The last phase in one statement: `change` (a data-modifying statement that returns a row when it
+ * changed something) and the key finished with `response`, both or neither. False when `change` changed
+ * nothing or the lease was lost: the caller then records the outcome the careful way.
+ */
+export async function finishKeyWith(
+  db: DbOrTrx,
+  key: Pick<KeyRow, 'id' | 'lease_token'>,
+  change: RawBuilder<unknown>,
+  response: { status: number; body: JsonObject; headers: Record<string, string> },
+): Promise<boolean> {
+  const { rows } = await sql<{ finished: number }>`
+    with change as (${change}),
+    finished as (
+      update idempotency_keys
+      set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = ${response.status},
+          response_body = ${JSON.stringify(response.body)}, response_headers = ${JSON.stringify(response.headers)}
+      where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
+        and exists (select 1 from change)
+      returning id
+    )
+    select count(*)::int as finished from finished`.execute(db);
+  return rows[0]?.finished === 1;
 }
 
 /** Locks the account's key row for this transaction and reads its expiry and lease by the database clock. */

@@ -1,28 +1,41 @@
 // Exactly-once execution of a mutating request, as atomic phases around one foreign call:
-//   claimKey (+ recordIntent, one transaction) → callOut (no transaction) → recordOutcome (one transaction).
+//   claim the key + record the intent (one statement) → callOut (no transaction) → record the outcome
+//   and finish the key (one statement).
 // Each phase moves the key's recovery point forward, so a request that dies anywhere can be resumed
-// from where it stopped by a retry with the same key or by the completer. Generic: its user hands it an
-// operation; it knows nothing of what the foreign call is or what the answers mean.
-import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
+// from where it stopped by a retry with the same key or by the completer. A phase is one statement on the
+// way everything goes as expected; whatever is unusual (a refusal, a race, a lost lease, an answer that
+// needs more than one change) takes the careful way: the same phase as a transaction under row locks.
+// Generic: its user hands it an operation; it knows nothing of what the foreign call is or what the
+// answers mean.
+import { randomUUID } from 'node:crypto';
+import type { RawBuilder } from 'kysely';
+import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { CommitUnknownError, ProblemError, RequestInterruptedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId, requestContext, withDeadline } from '../request-context.ts';
 import {
+  claimKeyWithIntent,
+  deleteExpiredKey,
   deleteExpiredKeys,
   deleteKey,
   finishKey,
+  finishKeyWith,
   insertKeyIfAbsent,
+  type Intent,
   type KeyRow,
-  lockKeyById,
   leaseAbandonedKey,
+  leaseHeld,
   lockKeyByAccountKey,
+  lockKeyById,
+  recordIntentOf,
   releaseLease,
   takeLease,
+  takeLeaseIfFree,
 } from './idempotency.repository.ts';
 import { requestFingerprint } from './idempotency.schemas.ts';
 
-export type { KeyRow };
+export type { Intent, KeyRow };
 
 export interface StoredResponse {
   status: number;
@@ -37,11 +50,24 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
   path: string;
   /** Validates a body: the request's before anything is stored, and a stored one when resuming. */
   parse(body: unknown): Params;
-  /** Inside the claiming transaction: the local rows of a new request. A thrown ProblemError becomes its stored answer. */
-  recordIntent(trx: DbOrTrx, key: KeyRow, params: Params): Promise<void>;
-  /** Outside any transaction: the one foreign call, with an idempotency key derived from ours. */
-  callOut(key: KeyRow, deadline: number): Promise<Outcome>;
-  /** Inside the finishing transaction: record the outcome and say what to answer. */
+  /** The local rows of a new request (see Intent), written with its key in one statement. */
+  intent(key: { id: string; accountId: string }, params: Params): Intent;
+  /**
+   * The careful way only, inside the claiming transaction: the business rules, checked under the row
+   * locks they need. A ProblemError returned is the request's stored answer, and its intent is not written.
+   */
+  refusal?(trx: DbOrTrx, key: KeyRow, params: Params): Promise<ProblemError | undefined>;
+  /**
+   * Outside any transaction: the one foreign call, with an idempotency key derived from ours. `intent` is
+   * what the claiming statement's `intent` returned, as JSON, when this run claimed the key itself.
+   */
+  callOut(key: KeyRow, deadline: number, intent?: unknown): Promise<Outcome>;
+  /**
+   * The outcome as one change to write with the key's finish in one statement, and the answer it gives;
+   * undefined when it needs more (the careful way). `leaseHeld` must guard the change.
+   */
+  finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { change: RawBuilder<unknown>; response: StoredResponse } | undefined;
+  /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
   recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
 }
 
@@ -55,7 +81,7 @@ export interface IdempotentRequest {
 }
 
 type Claim =
-  | { kind: 'new' | 'resumed'; key: KeyRow }
+  | { kind: 'new' | 'resumed'; key: KeyRow; intent?: unknown }
   | { kind: 'finished'; outcome: 'new' | 'replayed'; response: StoredResponse }
   | { kind: 'in_use' }
   | { kind: 'reused'; first: KeyRow };
@@ -70,6 +96,7 @@ export const OUTCOME_RESERVE_MS = 750;
 
 // A claim that keeps losing races to concurrent deletes and inserts of the same key gives up after this.
 const CLAIM_TRIES = 3;
+const CHECK_VIOLATION = '23514';
 
 export const storedResponse = (row: KeyRow): StoredResponse => ({
   status: row.response_status!,
@@ -80,8 +107,55 @@ export const storedResponse = (row: KeyRow): StoredResponse => ({
 export function createIdempotency(deps: { db: Db; settings: IdempotencySettings; logger: Logger }) {
   const { db, settings, logger } = deps;
 
-  async function claimKey<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P): Promise<Claim> {
+  /** Phase 1 in one statement, without row locks: new, a replay, in use, reused, or resumable. */
+  async function claim<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P): Promise<Claim> {
     const fingerprint = requestFingerprint(op.method, op.path, req.body);
+    for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
+      const id = randomUUID();
+      const intent = op.intent({ id, accountId: req.accountId }, params);
+      const newKey = { ...req, id, leaseToken: randomUUID(), method: op.method, path: op.path, fingerprint };
+      let row;
+      try {
+        row = await autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent));
+      } catch (err) {
+        // A constraint a concurrent request got to first (a refund past what is left, say): decide under locks.
+        if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, fingerprint);
+        throw err;
+      }
+      // The intent cannot be written at once, or the key was inserted by another request just now.
+      if (!row) return claimCarefully(op, req, params, fingerprint);
+      if (row.claimed) return { kind: 'new', key: row, intent: row.intent };
+      if (row.expired && row.recovery_point === 'finished') {
+        // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
+        // does not: its request was accepted and must still be driven to its end.
+        await deleteExpiredKey(db, row.id);
+        continue;
+      }
+      const decided = decide(op, row, fingerprint);
+      if (decided) return decided;
+      // Unfinished and nobody's: take the lease, unless someone just did (then look again).
+      const leased = await takeLeaseIfFree(db, row.id, settings.leaseSeconds);
+      if (leased) return { kind: 'resumed', key: leased };
+    }
+    return claimCarefully(op, req, params, fingerprint);
+  }
+
+  /** What an existing key says about a request with it, unless it is free to resume. */
+  function decide<P, O>(op: IdempotentOperation<P, O>, existing: KeyRow & { leased: boolean }, fingerprint: string): Claim | undefined {
+    const sameRequest =
+      existing.request_fingerprint === fingerprint &&
+      existing.request_method === op.method &&
+      existing.request_path === op.path;
+    if (!sameRequest) return { kind: 'reused', first: existing };
+    if (existing.recovery_point === 'finished') {
+      return { kind: 'finished', outcome: 'replayed', response: storedResponse(existing) };
+    }
+    if (existing.leased) return { kind: 'in_use' };
+    return undefined;
+  }
+
+  /** Phase 1 the careful way: one transaction, the key's row locked, the operation's rules checked under locks. */
+  async function claimCarefully<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P, fingerprint: string): Promise<Claim> {
     return inTransaction(db, async (trx) => {
       for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
         const inserted = await insertKeyIfAbsent(
@@ -94,20 +168,11 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         const existing = await lockKeyByAccountKey(trx, req.accountId, req.key, settings.leaseSeconds);
         if (!existing) continue; // deleted between our insert and our select: try the insert again
         if (existing.expired && existing.recovery_point === 'finished') {
-          // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
-          // does not: its request was accepted and must still be driven to its end.
           await deleteKey(trx, existing.id);
           continue;
         }
-        const sameRequest =
-          existing.request_fingerprint === fingerprint &&
-          existing.request_method === op.method &&
-          existing.request_path === op.path;
-        if (!sameRequest) return { kind: 'reused', first: existing };
-        if (existing.recovery_point === 'finished') {
-          return { kind: 'finished', outcome: 'replayed', response: storedResponse(existing) };
-        }
-        if (existing.leased) return { kind: 'in_use' };
+        const decided = decide(op, existing, fingerprint);
+        if (decided) return decided;
         const leaseToken = await takeLease(trx, existing.id);
         return { kind: 'resumed', key: { ...existing, lease_token: leaseToken } };
       }
@@ -116,26 +181,30 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   }
 
   async function recordIntent<P, O>(trx: DbOrTrx, op: IdempotentOperation<P, O>, key: KeyRow, params: P): Promise<Claim> {
-    try {
-      await op.recordIntent(trx, key, params);
+    const refused = await op.refusal?.(trx, key, params);
+    if (!refused) {
+      await recordIntentOf(trx, key.id, op.intent({ id: key.id, accountId: key.account_id }, params));
       return { kind: 'new', key };
-    } catch (err) {
-      if (!(err instanceof ProblemError) || err.status >= 500) throw err;
-      // The request started executing and was refused by a business rule: that refusal is its answer.
-      const response: StoredResponse = {
-        status: err.status,
-        body: err.toBody(currentRequestId()),
-        headers: { 'Content-Type': 'application/problem+json' },
-      };
-      await finishKey(trx, key.id, response);
-      return { kind: 'finished', outcome: 'new', response };
     }
+    if (refused.status >= 500) throw refused;
+    // The request started executing and was refused by a business rule: that refusal is its answer.
+    const response: StoredResponse = {
+      status: refused.status,
+      body: refused.toBody(currentRequestId()),
+      headers: { 'Content-Type': 'application/problem+json' },
+    };
+    await finishKey(trx, key.id, response);
+    return { kind: 'finished', outcome: 'new', response };
   }
 
-  /** From `intent_recorded` to `finished`: the foreign call, then its outcome in one transaction. */
-  async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number): Promise<StoredResponse> {
+  /** From `intent_recorded` to `finished`: the foreign call, then its outcome, in one statement when it can be. */
+  async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number, intent?: unknown): Promise<StoredResponse> {
     try {
-      const outcome = await op.callOut(key, deadline);
+      const outcome = await op.callOut(key, deadline, intent);
+      const atOnce = op.finishAtOnce?.(outcome, leaseHeld(key));
+      if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.change, atOnce.response)))) {
+        return atOnce.response;
+      }
       return await inTransaction(db, async (trx) => {
         const current = await lockKeyById(trx, key.id);
         if (!current) throw new Error(`idempotency key ${key.id} vanished while in flight`);
@@ -166,23 +235,23 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     params: P,
     deadline: number,
   ): Promise<{ use: KeyUse; response?: StoredResponse; error?: ProblemError }> {
-    let claim: Claim;
+    let claimed: Claim;
     try {
-      claim = await claimKey(op, req, params);
+      claimed = await claim(op, req, params);
     } catch (err) {
       throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
     }
-    switch (claim.kind) {
+    switch (claimed.kind) {
       case 'finished':
-        return { use: claim.outcome, response: claim.response };
+        return { use: claimed.outcome, response: claimed.response };
       case 'in_use':
         return { use: 'in_use', error: inUseError() };
       case 'reused':
-        return { use: 'reused', error: reusedError(claim.first) };
+        return { use: 'reused', error: reusedError(claimed.first) };
       case 'new':
       case 'resumed':
         try {
-          return { use: claim.kind, response: await drive(op, claim.key, deadline) };
+          return { use: claimed.kind, response: await drive(op, claimed.key, deadline, claimed.intent) };
         } catch (err) {
           throw new RequestInterruptedError(err, 'unknown');
         }

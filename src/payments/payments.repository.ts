@@ -1,6 +1,6 @@
 // Queries that charges and refunds share: their rows have the same life (pending → succeeded | failed),
 // so one set of statements serves both tables. Every time comparison uses the database clock.
-import { type Selectable, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import { JOB_SCHEMA, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { ChargesTable, RefundsTable } from '../db/schema.ts';
@@ -82,6 +82,34 @@ export async function finishPayment<Row extends PaymentRow>(
     );
   }
   return (await update.returningAll().executeTakeFirst()) as Row | undefined;
+}
+
+/**
+ * finishPayment as a statement to run with others (see finishKeyWith): changes the payment only while
+ * `guard` holds, and returns its id when it did.
+ */
+export function finishPaymentChange(table: PaymentTable, id: string, final: Final, guard: RawBuilder<boolean>): RawBuilder<unknown> {
+  const reference = final.processor_reference;
+  const referenceFree = reference
+    ? sql`and not exists (select 1 from ${sql.table(table)} other where other.processor_reference = ${reference} and other.id <> ${id})`
+    : sql``;
+  return sql`
+    update ${sql.table(table)}
+    set status = ${final.status}, processor_reference = ${reference}, failure_code = ${final.failure_code},
+        failure_message = ${final.failure_message}, reconcile_since = null, updated_at = now()
+    where id = ${id} and status = 'pending' and ${guard} ${referenceFree}
+    returning id`;
+}
+
+const TIMESTAMPS = ['created_at', 'updated_at', 'reconcile_since'] as const;
+
+/** A payment row as a statement returned it through row_to_json: its timestamps back to Dates. */
+export function paymentFromJson<Row extends PaymentRow>(json: unknown): Row {
+  const row = { ...(json as Record<string, unknown>) };
+  for (const column of TIMESTAMPS) {
+    if (typeof row[column] === 'string') row[column] = new Date(row[column]);
+  }
+  return row as Row;
 }
 
 /** Flags a pending payment for reconciliation (once: the first flag's time is kept). */

@@ -12,6 +12,7 @@
 //        │ never seen                     │ processor unreachable
 //        ▼                                ▼
 //   void the key ──▶ failed         pending, flagged, reconcile job asks slowly until it can
+import type { RawBuilder } from 'kysely';
 import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { JsonObject } from '../db/schema.ts';
@@ -33,8 +34,10 @@ import {
   findDriverlessPayments,
   finishPayment,
   findPaymentState,
+  finishPaymentChange,
   flagForReconciliation,
   lockPayment,
+  paymentFromJson,
   type PaymentRow,
   type PaymentState,
   type PaymentTable,
@@ -51,11 +54,17 @@ export interface PaymentType<Row extends PaymentRow = PaymentRow> {
   table: PaymentTable;
   /** The request that asks the processor to make this payment. */
   processorRequest(db: DbOrTrx, row: Row): Promise<ChargeRequest | RefundRequest>;
-  /** Inside the transaction that records the payment failed: what failing gives back. */
-  afterFailed(trx: DbOrTrx, row: Row): Promise<void>;
+  /** Inside the transaction that records the payment failed: what failing gives back, if anything. */
+  afterFailed?(trx: DbOrTrx, row: Row): Promise<void>;
   present(row: Row): JsonObject;
   /** Title of the 402 problem a failed payment answers with. */
   failedTitle: string;
+}
+
+/** What phase 2 of a request learned: the processor's answer (none when the payment was final already) about the payment. */
+export interface Attempt<Row extends PaymentRow = PaymentRow> {
+  answer: ProcessorOutcome | undefined;
+  payment: Row;
 }
 
 export type SettleResult = 'settled' | 'already_final' | 'retry' | 'awaiting_reconciliation';
@@ -111,6 +120,13 @@ export function createPayments(deps: {
 }) {
   const { db, processor, queue, logger, settings } = deps;
 
+  /** A payment this run created a moment ago, with what its age means, as findPaymentState would say. */
+  const justCreated = <Row extends PaymentRow>(row: Row): PaymentState<Row> => ({
+    ...row,
+    past_retention: settings.keyRetentionSeconds - settings.lookUpMarginSeconds <= 0,
+    window_over: settings.settleWindowSeconds <= 0,
+  });
+
   /**
    * Asks the processor what to record for a pending payment. Inside the settle window it sends the
    * request (with the payment's own key, so a repeat is the same request), looking first when the
@@ -156,7 +172,7 @@ export function createPayments(deps: {
     if (!outcome || outcome.kind === 'unavailable') return lockPayment<Row>(trx, type.table, id);
     const finished = await finishPayment<Row>(trx, type.table, id, finalOf(type.kind, outcome));
     if (finished) {
-      if (finished.status === 'failed') await type.afterFailed(trx, finished);
+      if (finished.status === 'failed') await type.afterFailed?.(trx, finished);
       return finished;
     }
     const current = await lockPayment<Row>(trx, type.table, id);
@@ -206,30 +222,51 @@ export function createPayments(deps: {
      */
     operation<Params, Row extends PaymentRow>(
       type: PaymentType<Row>,
-      spec: Pick<IdempotentOperation<Params, ProcessorOutcome | undefined>, 'path' | 'parse' | 'recordIntent'>,
-    ): IdempotentOperation<Params, ProcessorOutcome | undefined> {
+      spec: Pick<IdempotentOperation<Params, Attempt<Row>>, 'path' | 'parse' | 'intent' | 'refusal'>,
+    ): IdempotentOperation<Params, Attempt<Row>> {
       return {
         method: 'POST',
         ...spec,
-        callOut: (key, deadline) => payments.attempt(type, key.id, deadline),
-        recordOutcome: (trx, key, outcome) => payments.record(trx, type, key.id, outcome),
+        callOut: (key, deadline, intent) =>
+          payments.attempt(type, key.id, deadline, intent === undefined ? undefined : paymentFromJson<Row>(intent)),
+        finishAtOnce: (attempt, leaseHeld) => payments.finishAtOnce(type, attempt, leaseHeld),
+        recordOutcome: (trx, key, attempt) => payments.record(trx, type, key.id, attempt.answer),
       };
     },
 
     /**
      * Phase 2 of a request (or of the completer finishing one): asks the processor to make the payment
-     * created in phase 1. Undefined when there is nothing to ask: the payment is final already.
+     * created in phase 1, the row phase 1 wrote when this run wrote it, else read again. No answer when
+     * there is nothing to ask: the payment is final already.
      */
-    async attempt<Row extends PaymentRow>(type: PaymentType<Row>, keyId: string, deadline: number) {
-      const payment = await findPaymentState<Row>(db, type.table, { keyId }, settings);
+    async attempt<Row extends PaymentRow>(type: PaymentType<Row>, keyId: string, deadline: number, created?: Row): Promise<Attempt<Row>> {
+      const payment = created ? justCreated(created) : await findPaymentState<Row>(db, type.table, { keyId }, settings);
       if (!payment) throw new Error(`no ${type.kind} for idempotency key ${keyId}`);
-      return payment.status === 'pending' ? ask(type, payment, deadline) : undefined;
+      const answer = payment.status === 'pending' ? await ask(type, payment, deadline) : undefined;
+      return { answer, payment };
     },
 
     /**
-     * Phase 3, inside the transaction that finishes the request: records the answer and says what the
-     * client is told. Without an answer the payment stays pending and a settle job, committed with the
-     * 202 or not at all, takes over.
+     * Phase 3 in one statement, for a final answer that changes nothing but the payment: the change and
+     * the answer the client gets. Anything else (no answer, a refund whose failure gives its amount back)
+     * is recorded by `record`, in a transaction.
+     */
+    finishAtOnce<Row extends PaymentRow>(
+      type: PaymentType<Row>,
+      { answer, payment }: Attempt<Row>,
+      leaseHeld: RawBuilder<boolean>,
+    ): { change: RawBuilder<unknown>; response: StoredResponse } | undefined {
+      if (!answer || answer.kind === 'unavailable' || payment.status !== 'pending') return undefined;
+      const final = finalOf(type.kind, answer);
+      if (final.status === 'failed' && type.afterFailed) return undefined;
+      const row = { ...payment, ...final, reconcile_since: null };
+      return { change: finishPaymentChange(type.table, payment.id, final, leaseHeld), response: paymentResponse(type, row) };
+    },
+
+    /**
+     * Phase 3 the careful way, inside the transaction that finishes the request: records the answer and
+     * says what the client is told. Without an answer the payment stays pending and a settle job,
+     * committed with the 202 or not at all, takes over.
      */
     async record<Row extends PaymentRow>(
       trx: DbOrTrx,

@@ -104,6 +104,7 @@ export type ProcessorSettings = Pick<
   | 'BREAKER_VOLUME_THRESHOLD'
   | 'BREAKER_ROLLING_WINDOW_MS'
   | 'BREAKER_RESET_TIMEOUT_MS'
+  | 'PROCESSOR_BREAKER_ENABLED'
 >;
 
 export interface ProcessorClient {
@@ -158,6 +159,8 @@ export function createProcessorClient(
     // A decline, a void, a "never seen" are the processor working as it should.
     errorFilter: (err: unknown) => err instanceof ProcessorAnswered,
   });
+  // Without the breaker (to measure what it costs) every attempt goes straight to the processor.
+  const fire = settings.PROCESSOR_BREAKER_ENABLED ? breaker.fire.bind(breaker) : attempt;
   const bulkhead = new Bulkhead(settings.PROCESSOR_MAX_CONCURRENCY);
 
   let state: BreakerState = 'closed';
@@ -188,7 +191,7 @@ export function createProcessorClient(
         return { kind: 'unavailable', reason: 'bulkhead_full', detail: 'too many processor calls in flight' };
       }
       try {
-        return await breaker.fire(request, Math.min(settings.PROCESSOR_ATTEMPT_TIMEOUT_MS, left));
+        return await fire(request, Math.min(settings.PROCESSOR_ATTEMPT_TIMEOUT_MS, left));
       } catch (err) {
         if (err instanceof ProcessorAnswered) return err.outcome;
         if ((err as { code?: string }).code === 'EOPENBREAKER') {

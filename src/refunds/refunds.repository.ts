@@ -4,20 +4,6 @@ import type { RefundsTable } from '../db/schema.ts';
 
 export type RefundRow = Selectable<RefundsTable>;
 
-export async function insertPendingRefund(
-  db: DbOrTrx,
-  refund: Pick<
-    RefundRow,
-    'id' | 'account_id' | 'charge_id' | 'idempotency_key_id' | 'amount' | 'currency' | 'reason' | 'processor_idempotency_key'
-  >,
-): Promise<RefundRow> {
-  return db
-    .insertInto('refunds')
-    .values({ ...refund, status: 'pending' })
-    .returningAll()
-    .executeTakeFirstOrThrow();
-}
-
 export async function findRefund(db: DbOrTrx, accountId: string, id: string): Promise<RefundRow | undefined> {
   return db
     .selectFrom('refunds')

@@ -1,0 +1,61 @@
+-- The database ceiling of `npm run bench`: the three statements the service sends for one new charge,
+-- as it sends them (src/accounts, src/idempotency, src/payments), with no HTTP, no Node and no processor
+-- around them. Run by pgbench -M prepared with -D account_id=... -D key_hash=...; pgbench variables are
+-- written :name, and in prepared mode each one is sent as a parameter, as the service does.
+
+-- 1. Authenticate: the account of a live API key, by the key's SHA-256.
+select accounts.id, accounts.name, accounts.created_at, api_keys.secret_hash
+from api_keys inner join accounts on accounts.id = api_keys.account_id
+where api_keys.secret_hash = :key_hash and api_keys.revoked_at is null;
+
+-- 2. Claim the key and record the intent (the pending charge) in one statement.
+with claimed as (
+  insert into idempotency_keys
+    (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+     recovery_point, locked_at, lease_token, expires_at)
+  select gen_random_uuid(), :account_id, gen_random_uuid()::text, 'POST', '/v1/charges',
+         md5(random()::text), '{"amount":1000,"currency":"usd","source":"tok_visa"}'::jsonb,
+         'intent_recorded', now(), gen_random_uuid(), now() + make_interval(secs => 86400)
+  where true
+  on conflict (account_id, key) do nothing
+  returning id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+            recovery_point, response_status, response_body, response_headers, lease_token
+), intent as (
+  insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
+                       status, processor_idempotency_key)
+  select 'ch_' || substr(md5(random()::text), 1, 16), claimed.account_id, claimed.id, 1000::bigint, 'usd',
+         'tok_visa', null::text, '{}'::jsonb, 'pending', 'charge_' || claimed.id
+  from claimed
+  returning *
+)
+select claimed.id as key_id, claimed.lease_token, (select id from intent) as charge_id,
+       true as claimed, false as expired, true as leased, (select row_to_json(intent) from intent) as intent
+from claimed
+union all
+select k.id, k.lease_token, null, false, k.expires_at <= now(),
+       k.locked_at is not null and k.locked_at > now() - make_interval(secs => 60), null
+from idempotency_keys k
+where k.account_id = :account_id and k.key = 'no such key'
+\gset
+
+-- 3. Record the processor's answer and finish the key with the stored response, in one statement.
+with change as (
+  update charges
+  set status = 'succeeded', processor_reference = 'pr_' || :charge_id, failure_code = null,
+      failure_message = null, reconcile_since = null, updated_at = now()
+  where id = :charge_id and status = 'pending'
+    and exists (select 1 from idempotency_keys h
+                where h.id = :key_id and h.lease_token = :lease_token and h.recovery_point <> 'finished')
+    and not exists (select 1 from charges other
+                    where other.processor_reference = 'pr_' || :charge_id and other.id <> :charge_id)
+  returning id
+), finished as (
+  update idempotency_keys
+  set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = 201,
+      response_body = '{"id":"ch_x","object":"charge","amount":1000,"currency":"usd","status":"succeeded","amount_refunded":0,"refunded":false,"description":null,"metadata":{},"failure_code":null,"failure_message":null,"processor_reference":"pr_x","created":"2026-11-29T00:00:00.000Z"}',
+      response_headers = '{"Content-Type":"application/json","Location":"/v1/charges/ch_x"}'
+  where id = :key_id and lease_token = :lease_token and recovery_point <> 'finished'
+    and exists (select 1 from change)
+  returning id
+)
+select count(*)::int as finished from finished;

@@ -3,6 +3,8 @@
 -- around them. Run by pgbench -M prepared with -D account_id=... -D key_hash=...; pgbench variables are
 -- written :name, and in prepared mode each one is sent as a parameter, as the service does.
 
+-- (A space follows every colon inside the JSON literals: pgbench would read `:name` as a variable.)
+
 -- 1. Authenticate: the account of a live API key, by the key's SHA-256.
 select accounts.id, accounts.name, accounts.created_at, api_keys.secret_hash
 from api_keys inner join accounts on accounts.id = api_keys.account_id
@@ -14,7 +16,7 @@ with claimed as (
     (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
      recovery_point, locked_at, lease_token, expires_at)
   select gen_random_uuid(), :account_id, gen_random_uuid()::text, 'POST', '/v1/charges',
-         md5(random()::text), '{"amount":1000,"currency":"usd","source":"tok_visa"}'::jsonb,
+         md5(random()::text), '{"amount": 1000,"currency": "usd","source": "tok_visa"}'::jsonb,
          'intent_recorded', now(), gen_random_uuid(), now() + make_interval(secs => 86400)
   where true
   on conflict (account_id, key) do nothing
@@ -52,8 +54,8 @@ with change as (
 ), finished as (
   update idempotency_keys
   set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = 201,
-      response_body = '{"id":"ch_x","object":"charge","amount":1000,"currency":"usd","status":"succeeded","amount_refunded":0,"refunded":false,"description":null,"metadata":{},"failure_code":null,"failure_message":null,"processor_reference":"pr_x","created":"2026-11-29T00:00:00.000Z"}',
-      response_headers = '{"Content-Type":"application/json","Location":"/v1/charges/ch_x"}'
+      response_body = '{"id": "ch_x","object": "charge","amount": 1000,"currency": "usd","status": "succeeded","amount_refunded": 0,"refunded": false,"description": null,"metadata": {},"failure_code": null,"failure_message": null,"processor_reference": "pr_x","created": "2026-11-29T00:00:00.000Z"}',
+      response_headers = '{"Content-Type": "application/json","Location": "/v1/charges/ch_x"}'
   where id = :key_id and lease_token = :lease_token and recovery_point <> 'finished'
     and exists (select 1 from change)
   returning id

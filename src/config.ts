@@ -30,7 +30,9 @@ export const configSchema = z.object({
     .default('.data/postgres')
     .describe('Data directory of the embedded Postgres.'),
   EMBEDDED_PG_PORT: int(54329, 1, 65535).describe('Port of the embedded Postgres.'),
-  DB_POOL_MAX: int(10, 1, 1000).describe('Most connections the pool opens; callers past it wait.'),
+  DB_POOL_MAX: int(20, 1, 1000).describe(
+    'Most connections the pool opens; callers past it wait (20: measured in docs/SCALING.md).',
+  ),
   DB_CONNECTION_TIMEOUT_MS: int(2000, 100, 60000).describe('How long to wait for a pool connection.'),
   DB_STATEMENT_TIMEOUT_MS: int(3000, 100, 600000).describe(
     'Postgres statement_timeout of a statement sent outside a transaction (never above REQUEST_TIMEOUT_MS); a transaction ends by its deadline.',

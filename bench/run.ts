@@ -22,8 +22,9 @@
 // has no worker and its gauges are read only when scraped, which the bench never does). pgbench -M prepared
 // sends BEGIN and COMMIT as prepared statements, which pg_stat_statements hardly ever counts: the DB
 // ceiling's figure leaves them out. Peak RSS is VmHWM of the api process (node itself, not a shell).
-// The new-charges saturation run is repeated on an api whose protections (breaker, retries, bulkhead,
-// load shedding, deadlines) are off or out of reach: the difference is what they cost.
+// What the protections (breaker, retries, bulkhead, load shedding, deadlines) cost: new charges at
+// saturation on an api with its defaults and on one with them off or out of reach, in alternate runs, three
+// each; the medians are compared.
 //
 // Prints a table (markdown) and writes every figure to bench/results.json. The working files (cluster,
 // logs) live in a temporary directory removed at the end, on failure and on Ctrl-C.
@@ -47,7 +48,7 @@ import {
   WORKLOAD_NAMES,
   type WorkloadName,
 } from './lib/report.ts';
-import { CHARGE_BODY, type Measurement, measure, type Workload } from './lib/workloads.ts';
+import { CHARGE_BODY, measure, type Workload } from './lib/workloads.ts';
 
 const SATURATION_CONNECTIONS = 32;
 const HALF_RATE_CONNECTIONS = 64;
@@ -323,15 +324,34 @@ async function serviceWorkloads(ctx: Context) {
   }
 }
 
-async function unprotected(ctx: Context): Promise<Measurement> {
+/** Rounds of the protections comparison: on and off alternate, so drift of the machine hits both alike. */
+const PROTECTION_ROUNDS = 3;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * What the protections cost on the happy path: new charges at saturation on an api with its defaults and on
+ * one with them off, both running, measured in turn PROTECTION_ROUNDS times; the medians are compared. One
+ * run each would mostly measure noise: two 10 s runs of the same code here differ by up to 15 %.
+ */
+async function protectionsCost(ctx: Context): Promise<Results['protections']> {
   const headers = { authorization: `Bearer ${ctx.apiKey}` };
-  const apis = await startApis(ctx, 'unprotected', PROTECTIONS_OFF);
+  const on = await startApis(ctx, 'protected-again');
+  const off = await startApis(ctx, 'unprotected', PROTECTIONS_OFF);
   try {
-    await warmUp(ctx, apis.urls, headers, NEW_CHARGES);
-    const row = await measureRow(ctx, NEW_CHARGES, apis.urls, { headers, countStatements: false, halfRate: false });
-    return row.saturation;
+    await warmUp(ctx, on.urls, headers, NEW_CHARGES);
+    await warmUp(ctx, off.urls, headers, NEW_CHARGES);
+    const onRuns: number[] = [];
+    const offRuns: number[] = [];
+    for (let round = 0; round < PROTECTION_ROUNDS; round += 1) {
+      for (const [apis, runs] of [[on, onRuns], [off, offRuns]] as const) {
+        const row = await measureRow(ctx, NEW_CHARGES, apis.urls, { headers, countStatements: false, halfRate: false });
+        runs.push(row.saturation.requestsPerSecond);
+      }
+    }
+    return { env: PROTECTIONS_OFF, on: median(onRuns), off: median(offRuns), onRuns, offRuns, cost: 1 - median(onRuns) / median(offRuns) };
   } finally {
-    await apis.stop();
+    await Promise.all([on.stop(), off.stop()]);
   }
 }
 
@@ -353,8 +373,7 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
   const http = await httpCeiling(ctx);
   const db = await dbCeiling(ctx);
   const { rows, apiPeakRssMb, apiRssAtStartMb, statements } = await serviceWorkloads(ctx);
-  const off = await unprotected(ctx);
-  const on = rows['new charges'].saturation.requestsPerSecond;
+  const protections = await protectionsCost(ctx);
 
   const partial: Omit<Results, 'ratios'> = {
     date: new Date().toISOString(),
@@ -364,7 +383,7 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
     dbCeiling: db,
     workloads: rows,
     newChargeStatements: statements,
-    protections: { env: PROTECTIONS_OFF, on, off, cost: 1 - on / off.requestsPerSecond },
+    protections,
     apiPeakRssMb,
     apiRssAtStartMb,
     warnings,

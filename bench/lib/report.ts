@@ -61,7 +61,7 @@ export interface Results {
   workloads: Record<WorkloadName, Row>;
   /** What one new charge sends, most called first: calls per request and mean execution time. */
   newChargeStatements: (StatementStats & { perRequest: number })[];
-  protections: { env: Record<string, string>; on: number; off: Measurement; cost: number };
+  protections: { env: Record<string, string>; on: number; off: number; onRuns: number[]; offRuns: number[]; cost: number };
   /** Per api copy: VmHWM after the workloads. */
   apiPeakRssMb: number[];
   /** Per api copy: VmHWM once it answered /livez, before any load. */
@@ -149,7 +149,8 @@ export function renderReport(r: Results): string {
     '|---|---:|---:|---|',
     ...r.ratios.map((x) => `| ${x.name} | ${x.display} | ${x.target} | ${x.pass === undefined ? '—' : x.pass ? 'PASS' : 'MISS'} |`),
     '',
-    `protections: ${perSecond(r.protections.on)} req/s on, ${perSecond(r.protections.off.requestsPerSecond)} req/s off ` +
+    `protections: median ${perSecond(r.protections.on)} req/s on (${r.protections.onRuns.map(perSecond).join(', ')}), ` +
+      `${perSecond(r.protections.off)} req/s off (${r.protections.offRuns.map(perSecond).join(', ')}) ` +
       `(${Object.entries(r.protections.env).map(([k, v]) => `${k}=${v}`).join(' ')})`,
     `api peak RSS: ${mb(r.apiPeakRssMb)} (${mb(r.apiRssAtStartMb)} when it started answering)`,
     '',

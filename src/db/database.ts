@@ -36,6 +36,8 @@ const types = {
 /** One short line for a lost connection: pg attaches the whole client object to the error. */
 export const connectionLost = (err: Error & { code?: string }) => ({ code: err.code ?? 'none', reason: err.message });
 
+const CLIENT_CHECK_INTERVAL_MS = 250;
+
 export function createPool(url: string, settings: PoolSettings, logger: Logger): pg.Pool {
   const statementTimeout = Math.min(settings.DB_STATEMENT_TIMEOUT_MS, settings.REQUEST_TIMEOUT_MS);
   const pool = new pg.Pool({
@@ -48,6 +50,10 @@ export function createPool(url: string, settings: PoolSettings, logger: Logger):
     // the request's budget), so a stalled server that enforces nothing cannot hang a query.
     query_timeout: settings.REQUEST_TIMEOUT_MS + 1000,
     idle_in_transaction_session_timeout: settings.DB_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    // A client that stopped waiting (its deadline passed) destroys its connection; the server then ends
+    // what that connection was still doing within this interval, instead of committing it later, once a
+    // lock it waited for is let go (Postgres 14+; it does not notice a gone client on its own).
+    options: `-c client_connection_check_interval=${CLIENT_CHECK_INTERVAL_MS}`,
     idleTimeoutMillis: 30000,
     types,
   });
@@ -101,8 +107,10 @@ function releasedClean(client: pg.PoolClient): pg.PoolClient {
 
 const deadlineBound = new WeakSet<pg.PoolClient>();
 
-// The server's own bound (a transaction's statement_timeout, taken from the same deadline) should answer
-// first: its error is definite, where a client that stops listening cannot know what became of the statement.
+// A transaction's first statement meets the server's own bound (statement_timeout, taken from the same
+// deadline) before this one, and that error is definite; later, and for a statement sent on its own, the
+// client gives up first and destroys the connection, and the server ends the statement within
+// CLIENT_CHECK_INTERVAL_MS.
 const READ_TIMEOUT_MARGIN_MS = 250;
 
 /**
@@ -183,9 +191,11 @@ export async function inTransaction<T>(
     try {
       await sql`commit`.execute(conn);
     } catch (err) {
-      // A server that refused the commit (a deferred constraint, a serialization failure) answered; a lost
-      // or timed-out connection did not, and then nobody knows.
-      if (databaseTrouble(err)) throw new CommitUnknownError(err);
+      // A server that refused the commit (a deferred constraint, a serialization failure) answered, and a
+      // COMMIT never sent (no time left to send it) rolls back with its connection; a lost or timed-out
+      // connection did not answer, and then nobody knows.
+      const neverSent = err instanceof DeadlineExceededError && !(err instanceof StatementUnansweredError);
+      if (databaseTrouble(err) && !neverSent) throw new CommitUnknownError(err);
       throw err;
     }
     return result;

@@ -136,14 +136,13 @@ export async function deleteExpiredKey(db: DbOrTrx, id: string): Promise<void> {
     .execute();
 }
 
-/** True while the holder of `key`'s lease still holds it and the request is unfinished. */
-export const leaseHeld = (key: Pick<KeyRow, 'id' | 'lease_token'>): RawBuilder<boolean> =>
-  sql<boolean>`exists (select 1 from idempotency_keys h
-    where h.id = ${key.id} and h.lease_token = ${key.lease_token} and h.recovery_point <> 'finished')`;
+/** Inside finishKeyWith: true while the request still holds its key's lease (the row is locked by then). */
+export const LEASE_HELD: RawBuilder<boolean> = sql<boolean>`exists (select 1 from lease)`;
 
 /**
  * The last phase in one statement: `change` (a data-modifying statement that returns a row when it
- * changed something) and the key finished with `response`, both or neither. False when `change` changed
+ * changed something, guarded by LEASE_HELD) and the key finished with `response`, both or neither. The
+ * key's row is locked first, so a lease taken over meanwhile is seen, not a snapshot's stale one. False when `change` changed
  * nothing or the lease was lost: the caller then records the outcome the careful way.
  */
 export async function finishKeyWith(
@@ -153,7 +152,12 @@ export async function finishKeyWith(
   response: { status: number; body: JsonObject; headers: Record<string, string> },
 ): Promise<boolean> {
   const { rows } = await sql<{ finished: number }>`
-    with change as (${change}),
+    with lease as (
+      select id from idempotency_keys
+      where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
+      for no key update
+    ),
+    change as (${change}),
     finished as (
       update idempotency_keys
       set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = ${response.status},

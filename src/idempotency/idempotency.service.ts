@@ -25,7 +25,7 @@ import {
   type Intent,
   type KeyRow,
   leaseAbandonedKey,
-  leaseHeld,
+  LEASE_HELD,
   lockKeyByAccountKey,
   lockKeyById,
   recordIntentOf,
@@ -64,7 +64,8 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
   callOut(key: KeyRow, deadline: number, intent?: unknown): Promise<Outcome>;
   /**
    * The outcome as one change to write with the key's finish in one statement, and the answer it gives;
-   * undefined when it needs more (the careful way). `leaseHeld` must guard the change.
+   * undefined when it needs more (the careful way). The change must be guarded by `leaseHeld`, true while
+   * this run holds the key's lease (the key's row is locked for the statement, so it stays true).
    */
   finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { change: RawBuilder<unknown>; response: StoredResponse } | undefined;
   /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
@@ -128,13 +129,13 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       if (row.expired && row.recovery_point === 'finished') {
         // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
         // does not: its request was accepted and must still be driven to its end.
-        await deleteExpiredKey(db, row.id);
+        await autocommit(db, (conn) => deleteExpiredKey(conn, row.id));
         continue;
       }
       const decided = decide(op, row, fingerprint);
       if (decided) return decided;
       // Unfinished and nobody's: take the lease, unless someone just did (then look again).
-      const leased = await takeLeaseIfFree(db, row.id, settings.leaseSeconds);
+      const leased = await autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds));
       if (leased) return { kind: 'resumed', key: leased };
     }
     return claimCarefully(op, req, params, fingerprint);
@@ -201,7 +202,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number, intent?: unknown): Promise<StoredResponse> {
     try {
       const outcome = await op.callOut(key, deadline, intent);
-      const atOnce = op.finishAtOnce?.(outcome, leaseHeld(key));
+      const atOnce = op.finishAtOnce?.(outcome, LEASE_HELD);
       if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.change, atOnce.response)))) {
         return atOnce.response;
       }

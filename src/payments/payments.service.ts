@@ -228,7 +228,7 @@ export function createPayments(deps: {
         method: 'POST',
         ...spec,
         callOut: (key, deadline, intent) =>
-          payments.attempt(type, key.id, deadline, intent === undefined ? undefined : paymentFromJson<Row>(intent)),
+          payments.attempt(type, key.id, deadline, intent == null ? undefined : paymentFromJson<Row>(intent)),
         finishAtOnce: (attempt, leaseHeld) => payments.finishAtOnce(type, attempt, leaseHeld),
         recordOutcome: (trx, key, attempt) => payments.record(trx, type, key.id, attempt.answer),
       };

@@ -1,4 +1,5 @@
 // The request deadline holds even when the database makes a request wait: a row locked by someone else.
+import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestContext, newKey, postCharge, type TestContext } from '../helpers/context.ts';
@@ -68,5 +69,45 @@ describe('the request deadline', () => {
     const again = await postCharge(ctx, auth, key);
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(again.text).toBe(retry.text);
+  });
+
+  it('leaves nothing behind when a request gives up on a statement waiting for a lock: the server ends it too, and a retry runs at once', async () => {
+    const { auth } = await ctx.account();
+    const charge = await postCharge(ctx, auth, newKey());
+    expect(charge.status).toBe(201);
+    const key = newKey();
+    const refund = () => request(ctx.app).post('/v1/refunds').set(auth).set('Idempotency-Key', key).send({ charge: charge.body.id, amount: 300 });
+    const blocker = await ctx.t.pool.connect();
+    try {
+      // Someone holds the charge's row: the refund's one claiming statement waits for it.
+      await blocker.query('begin');
+      await blocker.query('select id from charges where id = $1 for update', [charge.body.id]);
+      const waited = await refund().timeout(8000);
+      expectProblem(waited, 503, 'request_timeout');
+      // The client went away, and the server stops waiting on its behalf.
+      const waiting = async () => {
+        const { rows } = await ctx.t.pool.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+        );
+        return rows[0].n as number;
+      };
+      await expect.poll(waiting, { timeout: 10_000, interval: 100 }).toBe(0);
+    } finally {
+      await blocker.query('commit');
+      blocker.release();
+    }
+    // Nothing was committed after the answer: no key, no refund, nothing held on the charge.
+    const keys = await ctx.t.pool.query('select count(*)::int as n from idempotency_keys where key = $1', [key]);
+    expect(keys.rows[0].n).toBe(0);
+    const held = await ctx.t.pool.query('select amount_refunded from charges where id = $1', [charge.body.id]);
+    expect(Number(held.rows[0].amount_refunded)).toBe(0);
+    const retry = await refund();
+    expect(retry.status).toBe(201);
+    expect(retry.body).toMatchObject({ status: 'succeeded', amount: 300 });
+    // Here the statement's own timeout (the request's budget) ended it. A statement that starts late in its
+    // request outlives the deadline by up to that much: for it, the server looks for a vanished client
+    // every 250 ms on the app's connections.
+    const { rows } = await sql<{ client_connection_check_interval: string }>`show client_connection_check_interval`.execute(ctx.db);
+    expect(rows[0]!.client_connection_check_interval).toBe('250ms');
   });
 });

@@ -7,8 +7,17 @@ export const text = () =>
   z.string().refine((s) => s.isWellFormed() && !s.includes('\u0000'), 'must be text without NUL or lone surrogates');
 
 /** An object id as we make them: a prefix and up to 64 URL-safe characters. */
-export const objectId = (prefix: string) =>
-  z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_-]{1,64}$`), `must be an id like ${prefix}_…`);
+const objectIds = new Map<string, z.ZodString>();
+
+/** The schema of an object id with this prefix (`ch_…`); built once per prefix, as it is read on every GET. */
+export function objectId(prefix: string): z.ZodString {
+  let schema = objectIds.get(prefix);
+  if (!schema) {
+    schema = z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_-]{1,64}$`), `must be an id like ${prefix}_…`);
+    objectIds.set(prefix, schema);
+  }
+  return schema;
+}
 
 export function fieldErrors(error: z.ZodError): FieldError[] {
   return error.issues.flatMap((issue) => {

@@ -9,6 +9,7 @@ import type { Health, Readiness } from './health/health.service.ts';
 import { errorHandler, notFoundHandler } from './http/error-handler.ts';
 import {
   loadShedding,
+  rememberMountPath,
   requestIdAndContext,
   requestLog,
   requireApiKey,
@@ -43,6 +44,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const v1 = express.Router();
+  v1.use(rememberMountPath());
   v1.use(
     loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => {
       metrics.loadShed.inc();

@@ -51,7 +51,10 @@ export const configSchema = z.object({
     'After SIGTERM, how long /readyz answers 503 before the listener closes (a few seconds behind a load balancer).',
   ),
   SHUTDOWN_GRACE_MS: int(10000, 0, 600000).describe('How long in-flight requests may finish after SIGTERM.'),
-  PROCESSOR_URL: z.url().default('http://127.0.0.1:4010').describe('Base URL of the card processor.'),
+  PROCESSOR_URL: z
+    .url()
+    .default('http://127.0.0.1:4010')
+    .describe('Base URL of the card processor; in the all role, unset means the simulator that process runs.'),
   PROCESSOR_PORT: int(4010, 0, 65535).describe('Port of the processor simulator when this process runs it.'),
   PROCESSOR_ATTEMPT_TIMEOUT_MS: int(1500, 50, 60000).describe('Timeout of one processor call attempt.'),
   PROCESSOR_MAX_ATTEMPTS: int(3, 1, 10).describe('Attempts per processor call, the first included.'),

@@ -36,15 +36,18 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
   }
 
+  let processorUrl = config.PROCESSOR_URL;
   if (role === 'all') {
-    // First-try mode: the processor simulator runs in this process too.
+    // First-try mode: the processor simulator runs in this process too, and it is the processor unless
+    // PROCESSOR_URL names another one (so PROCESSOR_PORT alone moves both ends, 0 included).
     const simulator = await startSimulator(config.PROCESSOR_PORT);
     closers.push(() => simulator.close());
+    if (!process.env.PROCESSOR_URL) processorUrl = simulator.url;
     logger.info({ url: simulator.url }, 'processor simulator listening');
   }
 
   const service = await compose({
-    config,
+    config: { ...config, PROCESSOR_URL: processorUrl },
     pool,
     logger,
     supervise: role !== 'api',

@@ -47,7 +47,7 @@ export function requestLog(logger: Logger, metrics: Metrics): RequestHandler {
       if (logged) return;
       logged = true;
       const status = res.writableFinished ? res.statusCode : 499;
-      const route = req.route ? `${req.baseUrl}${req.route.path}` : 'unmatched';
+      const route = req.route ? `${res.locals.mountPath ?? req.baseUrl}${req.route.path}` : 'unmatched';
       const seconds = (performance.now() - res.locals.startedAt) / 1000;
       metrics.httpDuration.observe({ method: req.method, route, status }, seconds);
       if (res.locals.idempotency) metrics.idempotencyOutcomes.inc({ outcome: res.locals.idempotency });
@@ -102,6 +102,17 @@ export function loadShedding(maxInFlight: number, onShed: () => void): RequestHa
       holders += 1;
       work.then(letGo, letGo);
     };
+    next();
+  };
+}
+
+/**
+ * Remembers where this router is mounted, so an answer given after an error left the router (when express
+ * has already reset req.baseUrl) is still labelled with its whole route template: `/v1/charges`.
+ */
+export function rememberMountPath(): RequestHandler {
+  return (req, res, next) => {
+    res.locals.mountPath = req.baseUrl;
     next();
   };
 }

@@ -55,6 +55,7 @@ export const configSchema = z.object({
     .url()
     .default('http://127.0.0.1:4010')
     .describe('Base URL of the card processor; in the all role, unset means the simulator that process runs.'),
+  WORKER_METRICS_PORT: int(9464, 0, 65535).describe('Port of the worker role\'s /livez and /metrics (0 picks a free one).'),
   PROCESSOR_PORT: int(4010, 0, 65535).describe('Port of the processor simulator when this process runs it.'),
   PROCESSOR_ATTEMPT_TIMEOUT_MS: int(1500, 50, 60000).describe('Timeout of one processor call attempt.'),
   PROCESSOR_MAX_ATTEMPTS: int(3, 1, 10).describe('Attempts per processor call, the first included.'),

@@ -1,6 +1,5 @@
 // Composition root of the process: reads config, owns the database, ports, signals and shutdown.
 // `node src/main.ts all|api|worker`: `all` (npm start) runs api, worker and processor simulator in one process.
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { countAccounts } from './accounts/accounts.repository.ts';
@@ -9,7 +8,7 @@ import { compose } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { createDb, createPool, migrateToLatest } from './db/database.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
-import { PROBLEM_TYPE_BASE } from './errors.ts';
+import { opsListener, rawProblem } from './http/ops.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { startSimulator } from './simulator/simulator.ts';
 
@@ -59,6 +58,16 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     const worker = service.worker();
     await worker.start();
     closers.push(() => worker.stop());
+  }
+
+  if (role === 'worker') {
+    // The worker serves no API, only its operators: /livez, and /metrics for its jobs, dead letters and sweeps.
+    const ops = createServer({ requireHostHeader: false }, opsListener(service.metrics.registry));
+    await new Promise<void>((resolve) => ops.listen(config.WORKER_METRICS_PORT, config.HOST, resolve));
+    closers.push(() => new Promise((resolve) => ops.close(resolve)));
+    const address = ops.address();
+    const url = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.WORKER_METRICS_PORT}`;
+    logger.info({ role, url }, 'worker metrics listening');
   }
 
   let server: Server | undefined;
@@ -131,18 +140,6 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
 }
 
 /** A problem+json answer written below express, with a request id of its own like every other answer. */
-function rawProblem(status: number, code: string, title: string, detail: string) {
-  const requestId = `req_${randomUUID().replaceAll('-', '')}`;
-  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`, title, status, detail, code, request_id: requestId });
-  const head = {
-    'Content-Type': 'application/problem+json',
-    'X-Content-Type-Options': 'nosniff',
-    'Cache-Control': 'no-store',
-    'X-Request-Id': requestId,
-    'Content-Length': String(Buffer.byteLength(body)),
-  };
-  return { head, body };
-}
 
 /** On the very first start, a demo account and its key, so a new user can paste a curl line. */
 async function greetOnFirstStart(db: ReturnType<typeof createDb>, baseUrl: string): Promise<void> {

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { Counter, Gauge, Registry } from 'prom-client';
 import express, { type Express, type Request, type Response } from 'express';
 import { z } from 'zod';
 
@@ -114,6 +115,35 @@ export function createSimulatorApp(options: SimulatorOptions = {}): { app: Expre
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json());
+
+  // What an operator scrapes from the simulator: requests by endpoint (the ledger's counts) and the chaos mode.
+  const registry = new Registry();
+  new Counter({
+    name: 'simulator_requests_total',
+    help: 'Requests the simulator received, by endpoint.',
+    labelNames: ['endpoint'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [endpoint, n] of Object.entries(state.requests)) this.inc({ endpoint }, n);
+    },
+  });
+  new Gauge({
+    name: 'simulator_chaos_mode',
+    help: 'The chaos mode the simulator is in (1 for the current one).',
+    labelNames: ['mode'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.set({ mode: state.chaos.mode }, 1);
+    },
+  });
+  app.get('/livez', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
 
   const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -24,6 +24,25 @@ describe('the processor simulator', () => {
   });
   afterAll(() => sim.close());
 
+  describe('operations', () => {
+    it('answers /livez, and /metrics counts requests by endpoint and shows the chaos mode', async () => {
+      expect((await api().get('/livez')).body).toEqual({ status: 'ok' });
+      const count = async (endpoint: string) => {
+        const text = (await api().get('/metrics')).text;
+        const line = text.split('\n').find((l) => l.startsWith(`simulator_requests_total{endpoint="${endpoint}"} `));
+        return Number(line?.split(' ')[1] ?? 0);
+      };
+      const before = await count('charges');
+      await postCharge(newKey());
+      expect(await count('charges')).toBe(before + 1);
+      await setChaos({ mode: 'slow', latency_ms: 1 });
+      const text = (await api().get('/metrics')).text;
+      expect(text).toContain('simulator_chaos_mode{mode="slow"} 1');
+      expect(text).not.toContain('simulator_chaos_mode{mode="healthy"}');
+      await setChaos({ mode: 'healthy' });
+    });
+  });
+
   describe('lookup by idempotency key', () => {
     it('finds a succeeded charge, even when its key needs URL-encoding', async () => {
       const key = `${newKey()}/with space?&%`;

@@ -1,0 +1,40 @@
+// The small HTTP face of a process that serves no API (the worker): /livez and /metrics for its operators.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
+import { PROBLEM_TYPE_BASE } from '../errors.ts';
+
+/** A problem+json answer written without express: for the ops listener and for errors Node meets first. */
+export function rawProblem(status: number, code: string, title: string, detail: string) {
+  const requestId = `req_${randomUUID().replaceAll('-', '')}`;
+  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`, title, status, detail, code, request_id: requestId });
+  const head = {
+    'Content-Type': 'application/problem+json',
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+    'X-Request-Id': requestId,
+    'Content-Length': String(Buffer.byteLength(body)),
+  };
+  return { head, body };
+}
+
+/** Answers GET /livez and GET /metrics; anything else is a 404 problem. */
+export function opsListener(registry: Registry) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, head: Record<string, string>, body: string) =>
+      res.writeHead(status, { 'Cache-Control': 'no-store', ...head }).end(req.method === 'HEAD' ? undefined : body);
+    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/livez') {
+      return send(200, { 'Content-Type': 'application/json' }, JSON.stringify({ status: 'ok' }));
+    }
+    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/metrics') {
+      registry.metrics().then(
+        (text) => send(200, { 'Content-Type': registry.contentType }, text),
+        () => send(500, { 'Content-Type': 'text/plain' }, 'metrics unavailable\n'),
+      );
+      return;
+    }
+    const { head, body } = rawProblem(404, 'not_found', 'Not found', `No ${req.method} ${path} here: this process serves /livez and /metrics.`);
+    return send(404, head, body);
+  };
+}

@@ -175,6 +175,8 @@ async function startApis(ctx: Context, label: string, extraEnv: Record<string, s
     PROCESSOR_URL: ctx.processorUrl,
     HOST: '127.0.0.1',
     MIGRATE_ON_START: 'false',
+    // One key drives the api far past the per-key limit: the bench measures the service, not the 429s.
+    RATE_LIMIT_REQUESTS: '0',
     ...ctx.settings.env,
     ...extraEnv,
   };

@@ -5,6 +5,7 @@ import * as m0002 from './0002_idempotency_keys_and_charges.ts';
 import * as m0003 from './0003_job_queue.ts';
 import * as m0004 from './0004_refunds.ts';
 import * as m0005 from './0005_reconciliation.ts';
+import * as m0006 from './0006_rate_limits.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_accounts': m0001,
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003_job_queue': m0003,
   '0004_refunds': m0004,
   '0005_reconciliation': m0005,
+  '0006_rate_limits': m0006,
 };

@@ -51,7 +51,8 @@ export function createApp(deps: AppDeps): Express {
       logger.warn('request shed: too many in flight');
     }),
   );
-  v1.use(requireApiKey(db));
+  const rateLimit = config.RATE_LIMIT_REQUESTS > 0 ? { requests: config.RATE_LIMIT_REQUESTS, windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS } : undefined;
+  v1.use(requireApiKey(db, rateLimit));
   v1.use(requireJsonBody());
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
   v1.use(accountRoutes());

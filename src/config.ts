@@ -75,6 +75,10 @@ export const configSchema = z.object({
   BREAKER_RESET_TIMEOUT_MS: int(10000, 100, 600000).describe(
     'Time open before one half-open probe; kept >= the rolling window.',
   ),
+  RATE_LIMIT_REQUESTS: int(100, 0, 1000000).describe(
+    'Requests one API key may send per window, counted in Postgres for every api copy; 0 turns the limit off.',
+  ),
+  RATE_LIMIT_WINDOW_SECONDS: int(1, 1, 3600).describe('Length of a rate-limit window.'),
   IDEMPOTENCY_LEASE_SECONDS: int(60, 1, 86400).describe(
     'How long a request holds its key before others may resume it.',
   ),

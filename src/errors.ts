@@ -102,6 +102,18 @@ export class RequestTimeoutError extends ProblemError {
   }
 }
 
+export class RateLimitedError extends ProblemError {
+  constructor(limit: { requests: number; windowSeconds: number }, retryAfterSeconds: number) {
+    super(
+      429,
+      'rate_limited',
+      'Too many requests',
+      `This API key may send ${limit.requests} requests every ${limit.windowSeconds} s. Retry after ${retryAfterSeconds} s; nothing was done.`,
+      { retryAfterSeconds },
+    );
+  }
+}
+
 /** Raised below the HTTP layer when the work's deadline leaves no time to wait any longer. */
 export class DeadlineExceededError extends Error {
   override readonly name: string = 'DeadlineExceededError';

@@ -63,7 +63,7 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   if (role === 'worker') {
     // The worker serves no API, only its operators: /livez, and /metrics for its jobs, dead letters and sweeps.
     const ops = createServer({ requireHostHeader: false }, opsListener(service.metrics.registry));
-    await new Promise<void>((resolve) => ops.listen(config.WORKER_METRICS_PORT, config.HOST, resolve));
+    await listen(ops, config.WORKER_METRICS_PORT, config.HOST, 'WORKER_METRICS_PORT');
     closers.push(() => new Promise((resolve) => ops.close(resolve)));
     const address = ops.address();
     const url = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.WORKER_METRICS_PORT}`;
@@ -75,9 +75,8 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     // HTTP/1.1 asks for a Host header, but nothing here routes by it: a request without one is served,
     // rather than refused by Node with a bare 400.
     const s = createServer({ requireHostHeader: false }, service.app());
-    server = await new Promise<Server>((resolve) => {
-      s.listen(config.PORT, config.HOST, () => resolve(s));
-    });
+    await listen(s, config.PORT, config.HOST, 'PORT');
+    server = s;
     // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
     server.headersTimeout = 10_000;
     server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
@@ -121,6 +120,24 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
  * Requests Node's HTTP parser refuses before express sees them (malformed, headers too large, too slow)
  * still get a problem+json answer rather than bare text.
  */
+/** A start that failed because of the environment (a port taken): one line says what to change. */
+class StartupError extends Error {}
+
+/** Listens on host:port, or fails with a StartupError that names the setting. */
+function listen(server: Server, port: number, host: string, setting: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'the port is taken' : err.code === 'EACCES' ? 'permission denied' : err.message;
+      reject(new StartupError(`cannot listen on ${host}:${port}: ${why} (set ${setting} to another port)`));
+    };
+    server.once('error', failed);
+    server.listen(port, host, () => {
+      server.off('error', failed);
+      resolve();
+    });
+  });
+}
+
 function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   if (!socket.writable) {
     socket.destroy();
@@ -173,6 +190,10 @@ try {
 }
 const logger = createLogger(config.LOG_LEVEL);
 main(role, config, logger).catch((err) => {
-  logger.fatal({ err }, 'failed to start');
+  if (err instanceof StartupError) {
+    process.stderr.write(`${err.message}\n`);
+  } else {
+    logger.fatal({ err }, 'failed to start');
+  }
   process.exit(1);
 });

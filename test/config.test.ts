@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, configSchema, loadConfig } from '../src/config.ts';
+import { createTestDatabase } from './helpers/database.ts';
 
 describe('configuration', () => {
   it('has a default for every variable but DATABASE_URL', () => {
@@ -52,5 +54,29 @@ describe('configuration', () => {
     expect(run.status).toBe(1);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toMatch(/^invalid configuration: PORT: /);
+  });
+
+  it('stops the worker with one line, no stack trace, when its metrics port is taken', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const t = await createTestDatabase();
+      try {
+        const run = spawnSync(process.execPath, ['src/main.ts', 'worker'], {
+          env: { ...process.env, WORKER_METRICS_PORT: String(port), DATABASE_URL: t.url },
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        expect(run.status).toBe(1);
+        expect(run.stderr.trim().split('\n')).toEqual([
+          `cannot listen on 127.0.0.1:${port}: the port is taken (set WORKER_METRICS_PORT to another port)`,
+        ]);
+      } finally {
+        await t.destroy();
+      }
+    } finally {
+      taken.close();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { AccountsTable } from '../db/schema.ts';
 
@@ -35,4 +35,50 @@ export async function countAccounts(db: DbOrTrx): Promise<number> {
     .select((eb) => eb.fn.countAll<string>().as('n'))
     .executeTakeFirstOrThrow();
   return Number(row.n);
+}
+
+export interface RateLimit {
+  requests: number;
+  windowSeconds: number;
+}
+
+/** The account of a live key, and what its request did to the key's rate limit. */
+export type KeyHolder = AccountRow & { secret_hash: string; limit?: { counted: boolean; hits: number; reset_seconds: number } };
+
+/**
+ * findAccountByKeyHash and the key's rate limit in one statement: the request is counted in the key's
+ * current window (by the database clock, so every api copy counts in the same one) unless the window is
+ * full. `counted` false: limited, and nothing was counted. A key that is not live counts nothing.
+ */
+export async function findAccountCountingRequest(
+  db: DbOrTrx,
+  secretHash: string,
+  limit: RateLimit,
+): Promise<KeyHolder | undefined> {
+  const { rows } = await sql<AccountRow & { secret_hash: string; counted: number | null; hits: number; reset_seconds: number }>`
+    with now as (select floor(extract(epoch from now()) / ${limit.windowSeconds})::bigint as window_index,
+                        extract(epoch from now()) as epoch),
+    holder as (
+      select api_keys.id as key_id, accounts.id, accounts.name, accounts.created_at, api_keys.secret_hash
+      from api_keys inner join accounts on accounts.id = api_keys.account_id
+      where api_keys.secret_hash = ${secretHash} and api_keys.revoked_at is null
+    ),
+    counted as (
+      insert into rate_limit_windows as w (api_key_id, window_index, hits)
+      select holder.key_id, now.window_index, 1 from holder, now
+      on conflict (api_key_id) do update
+        set window_index = excluded.window_index,
+            hits = case when w.window_index = excluded.window_index then w.hits + 1 else 1 end
+        where w.window_index <> excluded.window_index or w.hits < ${limit.requests}
+      returning hits
+    )
+    select holder.id, holder.name, holder.created_at, holder.secret_hash,
+           (select hits from counted) as counted,
+           coalesce((select hits from counted), ${limit.requests}) as hits,
+           ceil((now.window_index + 1) * ${limit.windowSeconds} - now.epoch)::int as reset_seconds
+    from holder, now`.execute(db);
+  const row = rows[0];
+  if (!row) return undefined;
+  const { counted, hits, reset_seconds, ...holder } = row;
+  return { ...holder, limit: { counted: counted !== null, hits, reset_seconds: Math.max(1, reset_seconds) } };
 }

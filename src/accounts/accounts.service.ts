@@ -1,7 +1,15 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
 import { newId } from '../ids.ts';
-import { type AccountRow, findAccountByKeyHash, insertAccount, insertApiKey } from './accounts.repository.ts';
+import {
+  type AccountRow,
+  findAccountByKeyHash,
+  findAccountCountingRequest,
+  insertAccount,
+  insertApiKey,
+  type KeyHolder,
+  type RateLimit,
+} from './accounts.repository.ts';
 
 export const API_KEY_PATTERN = /^sk_test_[A-Za-z0-9_-]{16,128}$/;
 
@@ -27,9 +35,14 @@ export async function createAccount(db: Db, name: string): Promise<{ account: Ac
  * The account of a live API key. The lookup is by the key's SHA-256, so the time it takes can tell at most
  * something about a hash, never about the secret; the final comparison is constant-time all the same.
  */
-export async function authenticate(db: Db, apiKey: string): Promise<AccountRow | undefined> {
+export async function authenticate(
+  db: Db,
+  apiKey: string,
+  limit?: RateLimit,
+): Promise<(AccountRow & Pick<KeyHolder, 'limit'>) | undefined> {
   const hash = hashApiKey(apiKey);
-  const found = await findAccountByKeyHash(db, hash);
+  // With a rate limit, the same single statement also counts the request against the key.
+  const found: KeyHolder | undefined = limit ? await findAccountCountingRequest(db, hash, limit) : await findAccountByKeyHash(db, hash);
   if (!found) return undefined;
   const { secret_hash: stored, ...account } = found;
   return timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hash, 'hex')) ? account : undefined;

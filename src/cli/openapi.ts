@@ -30,6 +30,10 @@ const ERRORS = {
   '401': problem('unauthenticated'),
   '413': problem('payload_too_large'),
   '415': problem('unsupported_media_type'),
+  '429': problem(
+    'rate_limited: this API key sent more than RATE_LIMIT_REQUESTS in its window; nothing was done. Carries ' +
+      'Retry-After; RateLimit and RateLimit-Policy (IETF draft) ride on every answer while a limit is set.',
+  ),
   '503': problem(
     'Carries Retry-After. overloaded: shed before anything ran, nothing was written. database_unavailable: ' +
       'the detail says whether nothing was written (the key was never claimed) or the outcome is unknown. ' +
@@ -62,7 +66,7 @@ export function openApiDocument() {
       '/v1/account': {
         get: {
           summary: 'The account that owns the API key',
-          responses: { '200': { description: 'The account', content: json(ref('Account')) }, '401': ERRORS['401'] },
+          responses: { '200': { description: 'The account', content: json(ref('Account')) }, '401': ERRORS['401'], '429': ERRORS['429'] },
         },
       },
       '/v1/charges': {
@@ -90,7 +94,7 @@ export function openApiDocument() {
             { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 } },
             { name: 'starting_after', in: 'query', schema: { type: 'string' }, description: 'A charge id: the cursor' },
           ],
-          responses: { '200': { description: 'A page', content: json(ref('ChargeList')) }, '400': ERRORS['400'], '401': ERRORS['401'] },
+          responses: { '200': { description: 'A page', content: json(ref('ChargeList')) }, '400': ERRORS['400'], '401': ERRORS['401'], '429': ERRORS['429'] },
         },
       },
       '/v1/charges/{id}': {
@@ -99,7 +103,7 @@ export function openApiDocument() {
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
             '200': { description: 'The charge', content: json(ref('Charge')) },
-            '401': ERRORS['401'],
+            '401': ERRORS['401'], '429': ERRORS['429'],
             '404': problem('not_found: unknown, or another account’s'),
           },
         },
@@ -124,7 +128,7 @@ export function openApiDocument() {
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
             '200': { description: 'The refund', content: json(ref('Refund')) },
-            '401': ERRORS['401'],
+            '401': ERRORS['401'], '429': ERRORS['429'],
             '404': problem('not_found'),
           },
         },

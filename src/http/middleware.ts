@@ -1,9 +1,10 @@
 // Cross-cutting request handling: ids and context, request logs, load shedding, media types, auth.
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
+import type { RateLimit } from '../accounts/accounts.repository.ts';
 import { API_KEY_PATTERN, authenticate } from '../accounts/accounts.service.ts';
 import type { Db } from '../db/database.ts';
-import { OverloadedError, ProblemError, RequestTimeoutError, UnauthenticatedError } from '../errors.ts';
+import { OverloadedError, ProblemError, RateLimitedError, RequestTimeoutError, UnauthenticatedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { requestContext } from '../request-context.ts';
@@ -136,8 +137,12 @@ export function requireJsonBody(): RequestHandler {
   };
 }
 
-/** Resolves `Authorization: Bearer sk_test_…` to its account, or answers 401. */
-export function requireApiKey(db: Db): RequestHandler {
+/**
+ * Resolves `Authorization: Bearer sk_test_…` to its account, or answers 401; with a rate limit, counts the
+ * request against the key in the same statement and answers 429 past it (RateLimit headers as the IETF
+ * draft has them, on every answer).
+ */
+export function requireApiKey(db: Db, limit?: RateLimit): RequestHandler {
   return async (req, res, next) => {
     const header = req.get('authorization');
     if (!header) {
@@ -148,8 +153,16 @@ export function requireApiKey(db: Db): RequestHandler {
     if (!match?.[1] || !API_KEY_PATTERN.test(match[1])) {
       throw new UnauthenticatedError('The Authorization header is malformed; expected "Bearer sk_test_…".');
     }
-    const account = await authenticate(db, match[1]);
-    if (!account) throw new UnauthenticatedError('The API key is not known, or it was revoked.');
+    const found = await authenticate(db, match[1], limit);
+    if (!found) throw new UnauthenticatedError('The API key is not known, or it was revoked.');
+    const { limit: counted, ...account } = found;
+    if (limit && counted) {
+      res.set({
+        'RateLimit-Policy': `"per-key";q=${limit.requests};w=${limit.windowSeconds}`,
+        RateLimit: `"per-key";r=${Math.max(0, limit.requests - counted.hits)};t=${counted.reset_seconds}`,
+      });
+      if (!counted.counted) throw new RateLimitedError(limit, counted.reset_seconds);
+    }
     res.locals.account = account;
     next();
   };

@@ -30,7 +30,8 @@ beforeAll(async () => {
     if (counting && text) sent.push(text);
     return (query as (...a: unknown[]) => unknown).apply(this, args);
   } as typeof query;
-  ctx = await createTestContext();
+  // With a rate limit, as in production: the key's count rides on the authenticating statement.
+  ctx = await createTestContext({ RATE_LIMIT_REQUESTS: '1000' });
 });
 afterAll(async () => {
   await ctx.destroy();

@@ -70,7 +70,9 @@ process.on('exit', () => {
 export function startService(role: Role, env: Record<string, string>): ServiceProcess {
   const child = spawn(process.execPath, ['src/main.ts', role], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // The per-key rate limit is off unless a test sets it (see buildApp); a worker's metrics listener takes
+    // a free port, as several workers run on this one machine.
+    env: { ...process.env, RATE_LIMIT_REQUESTS: '0', WORKER_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: LogLine[] = [];

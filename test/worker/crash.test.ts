@@ -18,7 +18,7 @@ const say = (line: string) => report.push(line);
 
 function startProcess(role: 'api' | 'worker', env: Record<string, string>) {
   const child = spawn(process.execPath, ['src/main.ts', role], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, WORKER_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: Record<string, unknown>[] = [];

@@ -6,6 +6,7 @@ import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import { healthRoutes } from './health/health.routes.ts';
 import type { Health, Readiness } from './health/health.service.ts';
+import { docsRoutes } from './http/docs.ts';
 import { errorHandler, notFoundHandler } from './http/error-handler.ts';
 import {
   loadShedding,
@@ -39,6 +40,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
   app.use(requestLog(logger, metrics));
   app.use(healthRoutes({ readiness: deps.readiness, health: deps.health }));
+  app.use(docsRoutes());
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });

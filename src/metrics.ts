@@ -8,6 +8,11 @@ const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry }); // includes event-loop lag and heap
+  // Gauges whose names end in _total, which Prometheus keeps for counters (promtool's lint says so); the
+  // same counts remain by type in nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
 
   const metrics = {
     registry,
@@ -79,7 +84,7 @@ export function createMetrics() {
             this.set(read());
           },
         });
-      gauge('db_pool_connections_total', 'Connections open in the pool.', () => pool.totalCount);
+      gauge('db_pool_connections', 'Connections open in the pool.', () => pool.totalCount);
       gauge('db_pool_connections_idle', 'Idle connections in the pool.', () => pool.idleCount);
       gauge('db_pool_waiting', 'Callers waiting for a pool connection.', () => pool.waitingCount);
     },

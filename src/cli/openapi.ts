@@ -41,6 +41,8 @@ const ERRORS = {
       'or no answer, retry with the same Idempotency-Key: the request then happens exactly once.',
   ),
 };
+// Any path, the operations endpoints included: a request Node's HTTP parser cannot read.
+const UNREADABLE = problem('bad_request: the HTTP request itself could not be read (headers_too_large is a 431)');
 const IDEMPOTENT_ERRORS = {
   '409': problem('idempotency_key_in_use (carries Retry-After), or a refund rule: charge_not_refundable, refund_exceeds_charge'),
   '422': problem('idempotency_key_reused: the key was used with another method, path or body'),
@@ -65,12 +67,14 @@ export function openApiDocument() {
     paths: {
       '/v1/account': {
         get: {
+          operationId: 'getAccount',
           summary: 'The account that owns the API key',
           responses: { '200': { description: 'The account', content: json(ref('Account')) }, '401': ERRORS['401'], '429': ERRORS['429'] },
         },
       },
       '/v1/charges': {
         post: {
+          operationId: 'createCharge',
           summary: 'Charge a card, exactly once per Idempotency-Key',
           parameters: [{ $ref: '#/components/parameters/IdempotencyKey' }],
           requestBody: { required: true, content: json(ref('CreateCharge')) },
@@ -89,6 +93,7 @@ export function openApiDocument() {
           },
         },
         get: {
+          operationId: 'listCharges',
           summary: 'List charges, newest first',
           parameters: [
             { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 } },
@@ -99,6 +104,7 @@ export function openApiDocument() {
       },
       '/v1/charges/{id}': {
         get: {
+          operationId: 'getCharge',
           summary: 'Read a charge',
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
@@ -110,6 +116,7 @@ export function openApiDocument() {
       },
       '/v1/refunds': {
         post: {
+          operationId: 'createRefund',
           summary: 'Refund all or part of a succeeded charge, exactly once per Idempotency-Key',
           parameters: [{ $ref: '#/components/parameters/IdempotencyKey' }],
           requestBody: { required: true, content: json(ref('CreateRefund')) },
@@ -124,6 +131,7 @@ export function openApiDocument() {
       },
       '/v1/refunds/{id}': {
         get: {
+          operationId: 'getRefund',
           summary: 'Read a refund',
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
@@ -134,27 +142,30 @@ export function openApiDocument() {
         },
       },
       '/livez': {
-        get: { summary: 'Liveness: the process runs', security: [], responses: { '200': { description: 'Alive' } } },
+        get: { operationId: 'getLiveness', summary: 'Liveness: the process runs', security: [], responses: { '200': { description: 'Alive' }, '400': UNREADABLE } },
       },
       '/readyz': {
         get: {
+          operationId: 'getReadiness',
           summary: 'Readiness: the database answers in time and the schema is migrated',
           security: [],
-          responses: { '200': { description: 'Ready' }, '503': problem('not_ready, with the failing checks') },
+          responses: { '200': { description: 'Ready' }, '400': UNREADABLE, '503': problem('not_ready, with the failing checks') },
         },
       },
       '/health': {
         get: {
+          operationId: 'getHealth',
           summary: 'Deep health (IETF health+json): database, processor circuit, job queue; cached about a second',
           security: [],
           responses: {
             '200': { description: 'pass or warn (an open circuit or a backlog is a warning)' },
+            '400': UNREADABLE,
             '503': { description: 'fail: the database does not answer' },
           },
         },
       },
       '/metrics': {
-        get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Text format' } } },
+        get: { operationId: 'getMetrics', summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Text format' }, '400': UNREADABLE } },
       },
     },
     components: {

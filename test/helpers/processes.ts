@@ -145,6 +145,8 @@ export function startService(role: Role, env: Record<string, string>): ServicePr
         `${role} process pid ${service.pid} ${how}${crashSummary(stderr) ? `: ${crashSummary(stderr)}` : ''}`,
         `--- stderr ---\n${crashText(stderr) || '(empty)'}`,
         ...(problems.length ? [`--- error/fatal log lines ---\n${problems.join('\n')}`] : []),
+        // An exit 0 nobody asked for is a shutdown on a signal: its last lines say which and when.
+        ...(exit?.code === 0 ? [`--- last log lines ---\n${lines.slice(-8).map((l) => JSON.stringify(l).slice(0, 300)).join('\n')}`] : []),
       ].join('\n');
     },
     exitedAt: () => exitedAt,

@@ -22,7 +22,11 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
 
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
-    const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
+    const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }).catch((err) => {
+      // A production install leaves the embedded server out (it is an optional dependency).
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+      throw new StartupError('DATABASE_URL is not set, and the embedded Postgres is not installed here (npm ci --omit=optional): set DATABASE_URL');
+    });
     closers.push(() => embedded.stop());
     databaseUrl = embedded.url;
     logger.info({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }, 'embedded postgres running');

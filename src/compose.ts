@@ -7,7 +7,7 @@ import { createDb } from './db/database.ts';
 import { createHealth, createReadiness } from './health/health.service.ts';
 import { createBoss, createJobQueue, queueDepths } from './db/job-queue.ts';
 import { createOutageLog } from './outage-log.ts';
-import { countAwaitingReconciliation } from './payments/payments.repository.ts';
+import { pendingPaymentsSummary } from './payments/payments.repository.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { createProcessorClient } from './processor/processor.client.ts';
@@ -32,7 +32,7 @@ export async function compose(options: {
   const boss = createBoss(pool, { supervise: options.supervise });
   boss.on('error', (err) => outage.report(err, 'job queue') || logger.error({ err }, 'job queue error'));
   await boss.start();
-  const backlog = async () => ({ ...(await queueDepths(db)), awaitingReconciliation: await countAwaitingReconciliation(db) });
+  const backlog = async () => ({ ...(await queueDepths(db)), ...(await pendingPaymentsSummary(db)) });
   metrics.watchBacklog(backlog);
   const queue = createJobQueue(boss, config);
 

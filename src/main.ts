@@ -7,7 +7,7 @@ import { createAccount } from './accounts/accounts.service.ts';
 import { compose } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { createDb, createPool, migrateToLatest } from './db/database.ts';
-import { startEmbeddedPostgres } from './db/embedded.ts';
+import { EmbeddedPostgresError, startEmbeddedPostgres } from './db/embedded.ts';
 import { opsListener, rawProblem } from './http/ops.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { startSimulator } from './simulator/simulator.ts';
@@ -22,14 +22,11 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
 
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
-    const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }).catch((err) => {
-      // A production install leaves the embedded server out (it is an optional dependency).
-      if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
-      throw new StartupError('DATABASE_URL is not set, and the embedded Postgres is not installed here (npm ci --omit=optional): set DATABASE_URL');
-    });
+    const embedded = await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
+    // First opened, so closed last: the app drains before its database goes.
     closers.push(() => embedded.stop());
     databaseUrl = embedded.url;
-    logger.info({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }, 'embedded postgres running');
+    logger.info({ dir: config.EMBEDDED_PG_DIR, port: Number(new URL(embedded.url).port) }, 'embedded postgres running');
   }
   const pool = createPool(databaseUrl, config, logger);
   closers.push(() => pool.end());
@@ -97,7 +94,11 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   }
 
   const shutdown = async (signal: string) => {
-    if (shuttingDown) return;
+    if (shuttingDown) {
+      // A second Ctrl-C (or a signal sent to the whole process group) is not a crash: the drain goes on.
+      logger.info({ signal }, 'already shutting down');
+      return;
+    }
     shuttingDown = true;
     logger.info({ signal }, 'shutting down: readiness fails, in-flight requests finish');
     if (server && config.SHUTDOWN_DRAIN_MS > 0) {
@@ -116,8 +117,8 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     logger.info('stopped');
     process.exit(0);
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
 /**
@@ -194,7 +195,7 @@ try {
 }
 const logger = createLogger(config.LOG_LEVEL);
 main(role, config, logger).catch((err) => {
-  if (err instanceof StartupError) {
+  if (err instanceof StartupError || err instanceof EmbeddedPostgresError) {
     process.stderr.write(`${err.message}\n`);
   } else {
     logger.fatal({ err }, 'failed to start');

@@ -3,6 +3,14 @@ import type pg from 'pg';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BreakerState } from './processor/processor.client.ts';
 
+/** The job queue and the pending payments, as a scrape and /health read them. */
+export interface Backlog {
+  backlog: number;
+  dead: number;
+  awaitingReconciliation: number;
+  oldestPendingSeconds: number;
+}
+
 const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
 export function createMetrics() {
@@ -89,20 +97,24 @@ export function createMetrics() {
       gauge('db_pool_waiting', 'Callers waiting for a pool connection.', () => pool.waitingCount);
     },
     /** Queue and reconciliation gauges, read once per scrape, whichever gauge prom-client collects first. */
-    watchBacklog(read: () => Promise<{ backlog: number; dead: number; awaitingReconciliation: number }>) {
-      let last = { backlog: 0, dead: 0, awaitingReconciliation: 0 };
+    watchBacklog(read: () => Promise<Backlog>) {
+      let last: Backlog = { backlog: 0, dead: 0, awaitingReconciliation: 0, oldestPendingSeconds: 0 };
+      let answered = 0;
       let reading: Promise<void> | undefined;
       // prom-client collects every gauge at once: they share one read in flight.
       const refresh = () =>
         (reading ??= read()
           .then((v) => {
             last = v;
+            answered = 1;
           })
-          .catch(() => undefined)
+          .catch(() => {
+            answered = 0; // the other gauges keep their last reading; this one says it is stale
+          })
           .finally(() => {
             reading = undefined;
           }));
-      const gauge = (name: string, help: string, pick: (v: typeof last) => number) =>
+      const gauge = (name: string, help: string, pick: (v: Backlog) => number) =>
         new Gauge({
           name,
           help,
@@ -112,6 +124,8 @@ export function createMetrics() {
             this.set(pick(last));
           },
         });
+      gauge('database_answered', 'Whether the database answered the read behind these gauges at this scrape (1) or not (0).', () => answered);
+      gauge('payments_oldest_pending_age_seconds', 'Age of the oldest pending charge or refund (0 when none is pending).', (v) => v.oldestPendingSeconds);
       gauge('settle_queue_backlog', 'Settle and reconcile jobs waiting (ready or deferred for retry).', (v) => v.backlog);
       gauge('settle_dead_letter_queue_size', 'Dead-lettered jobs the sweep has not taken yet.', (v) => v.dead);
       gauge(

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { configTable } from '../src/cli/config-table.ts';
+import { metricsTable } from '../src/cli/metrics-table.ts';
 import { openApiDocument, openApiYaml } from '../src/cli/openapi.ts';
 
 describe('README', () => {
@@ -8,6 +9,12 @@ describe('README', () => {
     const readme = readFileSync('README.md', 'utf8');
     const table = /<!-- config:start -->\n([\s\S]*?)\n<!-- config:end -->/.exec(readme)?.[1];
     expect(table).toBe(configTable());
+  });
+
+  it('lists every metric the api and the worker export, as the registry says (npm run docs:metrics)', () => {
+    const readme = readFileSync('README.md', 'utf8');
+    const table = /<!-- metrics:start -->\n([\s\S]*?)\n<!-- metrics:end -->/.exec(readme)?.[1];
+    expect(table).toBe(metricsTable());
   });
 
   it('shows the two-command quick start', () => {

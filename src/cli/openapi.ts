@@ -19,11 +19,20 @@ const problemSchema = z.object({
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
 });
 
+/** A declined charge: the problem, and the charge as stored (failed, with its failure code). */
+const declinedSchema = problemSchema.extend({ charge: chargeSchema });
+/** A refund the processor refused: the problem, and the refund as stored (failed). */
+const refundFailedSchema = problemSchema.extend({ refund: refundSchema });
+
+/** /readyz when not ready: the problem, and each check with a stable code when it fails. */
+const check = z.object({ status: z.enum(['pass', 'fail']), code: z.string().optional() });
+const notReadySchema = problemSchema.extend({ checks: z.object({ database: check, migrations: check.optional() }) });
+
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ 'application/json': { schema } });
-const problem = (description: string) => ({
+const problem = (description: string, schema = 'Problem') => ({
   description,
-  content: { 'application/problem+json': { schema: ref('Problem') } },
+  content: { 'application/problem+json': { schema: ref(schema) } },
 });
 const ERRORS = {
   '400': problem('validation_failed, malformed_json, idempotency_key_missing or idempotency_key_invalid'),
@@ -40,6 +49,12 @@ const ERRORS = {
       'request_timeout: the deadline passed while work was in flight, the outcome is unknown. After any 5xx, ' +
       'or no answer, retry with the same Idempotency-Key: the request then happens exactly once.',
   ),
+};
+// What any read under /v1 can answer besides its own statuses.
+const READ_ERRORS = {
+  '401': ERRORS['401'],
+  '429': ERRORS['429'],
+  '503': problem('overloaded (shed before anything ran) or database_unavailable; carries Retry-After. Nothing was changed: retry.'),
 };
 // Any path, the operations endpoints included: a request Node's HTTP parser cannot read.
 const UNREADABLE = problem('bad_request: the HTTP request itself could not be read (headers_too_large is a 431)');
@@ -69,7 +84,7 @@ export function openApiDocument() {
         get: {
           operationId: 'getAccount',
           summary: 'The account that owns the API key',
-          responses: { '200': { description: 'The account', content: json(ref('Account')) }, '401': ERRORS['401'], '429': ERRORS['429'] },
+          responses: { '200': { description: 'The account', content: json(ref('Account')) }, ...READ_ERRORS },
         },
       },
       '/v1/charges': {
@@ -87,7 +102,7 @@ export function openApiDocument() {
               headers: replayed,
               content: json(ref('Charge')),
             },
-            '402': problem('Declined (card_declined, insufficient_funds, expired_card); the body has the failed charge'),
+            '402': problem('Declined (card_declined, insufficient_funds, expired_card); the body has the failed charge', 'Declined'),
             ...ERRORS,
             ...IDEMPOTENT_ERRORS,
           },
@@ -99,7 +114,7 @@ export function openApiDocument() {
             { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 } },
             { name: 'starting_after', in: 'query', schema: { type: 'string' }, description: 'A charge id: the cursor' },
           ],
-          responses: { '200': { description: 'A page', content: json(ref('ChargeList')) }, '400': ERRORS['400'], '401': ERRORS['401'], '429': ERRORS['429'] },
+          responses: { '200': { description: 'A page', content: json(ref('ChargeList')) }, '400': ERRORS['400'], ...READ_ERRORS },
         },
       },
       '/v1/charges/{id}': {
@@ -109,7 +124,7 @@ export function openApiDocument() {
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
             '200': { description: 'The charge', content: json(ref('Charge')) },
-            '401': ERRORS['401'], '429': ERRORS['429'],
+            ...READ_ERRORS,
             '404': problem('not_found: unknown, or another account’s'),
           },
         },
@@ -123,6 +138,7 @@ export function openApiDocument() {
           responses: {
             '201': { description: 'Succeeded', headers: replayed, content: json(ref('Refund')) },
             '202': { description: 'Pending; the worker settles it', headers: replayed, content: json(ref('Refund')) },
+            '402': problem('The processor refused the refund; the body has the failed refund', 'RefundFailed'),
             '404': problem('not_found: no such charge for this account'),
             ...ERRORS,
             ...IDEMPOTENT_ERRORS,
@@ -136,7 +152,7 @@ export function openApiDocument() {
           parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
           responses: {
             '200': { description: 'The refund', content: json(ref('Refund')) },
-            '401': ERRORS['401'], '429': ERRORS['429'],
+            ...READ_ERRORS,
             '404': problem('not_found'),
           },
         },
@@ -149,7 +165,7 @@ export function openApiDocument() {
           operationId: 'getReadiness',
           summary: 'Readiness: the database answers in time and the schema is migrated',
           security: [],
-          responses: { '200': { description: 'Ready' }, '400': UNREADABLE, '503': problem('not_ready, with the failing checks') },
+          responses: { '200': { description: 'Ready' }, '400': UNREADABLE, '503': problem('not_ready, with the failing checks', 'NotReady') },
         },
       },
       '/health': {
@@ -195,6 +211,9 @@ export function openApiDocument() {
         CreateRefund: jsonSchema(createRefundSchema, 'input'),
         Refund: jsonSchema(refundSchema),
         Problem: jsonSchema(problemSchema),
+        Declined: { ...jsonSchema(declinedSchema), properties: { ...jsonSchema(declinedSchema).properties, charge: ref('Charge') } },
+        RefundFailed: { ...jsonSchema(refundFailedSchema), properties: { ...jsonSchema(refundFailedSchema).properties, refund: ref('Refund') } },
+        NotReady: jsonSchema(notReadySchema),
       },
     },
   };

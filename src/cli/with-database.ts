@@ -2,7 +2,7 @@
 import type pg from 'pg';
 import { type Config, ConfigError, loadConfig } from '../config.ts';
 import { createDb, createPool, type Db, migrateToLatest } from '../db/database.ts';
-import { startEmbeddedPostgres } from '../db/embedded.ts';
+import { EmbeddedPostgresError, startEmbeddedPostgres } from '../db/embedded.ts';
 import { createLogger } from '../logger.ts';
 
 export async function withDatabase(
@@ -21,7 +21,11 @@ export async function withDatabase(
   const logger = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL);
   const embedded = config.DATABASE_URL
     ? undefined
-    : await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT });
+    : await startEmbeddedPostgres({ dir: config.EMBEDDED_PG_DIR, port: config.EMBEDDED_PG_PORT }).catch((err) => {
+        if (!(err instanceof EmbeddedPostgresError)) throw err;
+        process.stderr.write(`${err.message}\n`);
+        process.exit(1);
+      });
   const pool = createPool(config.DATABASE_URL ?? embedded!.url, config, logger);
   const db = createDb(pool);
   try {

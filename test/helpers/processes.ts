@@ -67,13 +67,25 @@ process.on('exit', () => {
   for (const service of running) if (service.alive()) service.child.kill('SIGKILL');
 });
 
-export function startService(role: Role, env: Record<string, string>): ServiceProcess {
-  const child = spawn(process.execPath, ['src/main.ts', role], {
+export interface StartOptions {
+  /** The command instead of `node src/main.ts <role>` (`node` is this Node), e.g. the Dockerfile's CMD. */
+  command?: string[];
+  /** In a process group of its own, as a terminal runs a foreground job (signal the group with -pid). */
+  detached?: boolean;
+  /** Variables of this environment the process must not inherit (DATABASE_URL, to start the embedded server). */
+  without?: string[];
+}
+
+export function startService(role: Role, env: Record<string, string>, options: StartOptions = {}): ServiceProcess {
+  const [program, ...args] = options.command ?? ['node', 'src/main.ts', role];
+  // The per-key rate limit is off unless a test sets it (see buildApp); a worker's metrics listener takes
+  // a free port, as several workers run on this one machine.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !options.without?.includes(name)));
+  const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
-    // The per-key rate limit is off unless a test sets it (see buildApp); a worker's metrics listener takes
-    // a free port, as several workers run on this one machine.
-    env: { ...process.env, RATE_LIMIT_REQUESTS: '0', WORKER_METRICS_PORT: '0', ...env },
+    env: { ...inherited, RATE_LIMIT_REQUESTS: '0', WORKER_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached ?? false,
   });
   const lines: LogLine[] = [];
   let stdout = '';

@@ -42,6 +42,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** The value of an unlabelled gauge in a /metrics text. */
+const gauge = (text: string, name: string) => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.slice(name.length + 1));
+
 describe('GET /readyz and /livez', () => {
   it('follows the database down and back up without a restart', async () => {
     const simulator = await startSimulator();
@@ -81,12 +84,15 @@ describe('GET /readyz and /livez', () => {
     expect(health.headers['content-type']).toMatch(/^application\/health\+json/);
     expect(health.body.status).toBe('fail');
     expect(health.body.checks['database:responseTime'][0]).toMatchObject({ status: 'fail', output: 'database_unreachable' });
+    // What the DatabaseUnavailable alert reads.
+    expect(gauge((await request(app).get('/metrics')).text, 'database_answered')).toBe(0);
 
     await server.start();
     const up = await request(app).get('/readyz');
     expect(up.status).toBe(200);
     expect(up.body.checks).toEqual({ database: { status: 'pass' }, migrations: { status: 'pass' } });
     expect((await request(app).get('/v1/account').set(auth)).status).toBe(200);
+    expect(gauge((await request(app).get('/metrics')).text, 'database_answered')).toBe(1);
     // The charge refused during the outage stored nothing: the same key now runs as new.
     const retried = await request(app)
       .post('/v1/charges')

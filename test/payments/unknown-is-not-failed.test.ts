@@ -70,6 +70,7 @@ describe('a settle window that ends without an answer', () => {
     await expect.poll(() => flagged(ctx, 'charges', res.body.id), POLL).toBe(true);
     expect((await readCharge(ctx, auth, res.body.id)).status).toBe('pending');
     expect(await metricValue(ctx, 'payments_awaiting_reconciliation')).toBe(1);
+    expect(await metricValue(ctx, 'payments_oldest_pending_age_seconds')).toBeGreaterThan(0);
     await expect
       .poll(async () => (await request(ctx.app).get('/health')).body.checks['payments:awaitingReconciliation'][0], POLL)
       .toMatchObject({ status: 'warn', observedValue: 1 });

@@ -137,55 +137,18 @@ describe('a crash mid-request', () => {
     expect(entries).toHaveLength(1);
     expect(simulator.state.ledger).toHaveLength(1);
 
-    const completed = worker.lines.some((l) => l.msg === 'completer finished an abandoned request');
-    const resumed = api.lines.some((l) => l.msg === 'request completed' && l.idempotency === 'resumed');
+    // Who finished it says so in a log line, which may reach us a moment after the answer did.
+    const finishedBy = () => ({
+      completed: worker.lines.some((l) => l.msg === 'completer finished an abandoned request'),
+      resumed: api.lines.some((l) => l.msg === 'request completed' && l.idempotency === 'resumed'),
+    });
+    await expect.poll(() => finishedBy().completed || finishedBy().resumed, { timeout: 5000, interval: 20 }).toBe(true);
+    const { completed, resumed } = finishedBy();
     say(
       `finished by: ${completed ? 'the completer' : ''}${completed && resumed ? ' and ' : ''}${resumed ? "the client's retry (resumed)" : ''}; ` +
         `final answer ${final!.status}${final!.headers['idempotent-replayed'] ? ' (replayed)' : ''} for ${final!.body.id}`,
     );
     say(`charges rows: ${charges.length}, processor ledger entries: ${simulator.state.ledger.length}, processor charge requests: ${simulator.state.requests.charges}`);
-    expect(completed || resumed).toBe(true);
-  });
-});
-
-describe('a graceful shutdown', () => {
-  it('lets the request in flight finish on SIGTERM, then exits 0', async () => {
-    const { auth } = await makeAccount(t.db);
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const api = startProcess('api', {
-      DATABASE_URL: t.url,
-      PROCESSOR_URL: simulator.url,
-      PORT: String(port),
-      SHUTDOWN_DRAIN_MS: '3000',
-      SHUTDOWN_GRACE_MS: '5000',
-    });
-    await waitReady(url);
-    await request(simulator.url).put('/chaos').send({ mode: 'slow', latency_ms: 1000, jitter_ms: 0 });
-    try {
-      const reached = simulator.state.requests.charges;
-      const inFlight = request(url)
-        .post('/v1/charges')
-        .set(auth)
-        .set('Idempotency-Key', `graceful-${Date.now()}`)
-        .send({ amount: 100, currency: 'usd', source: 'tok_visa' })
-        .then((r) => r);
-      await expect.poll(() => simulator.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(reached + 1);
-      const exited = new Promise<number | null>((resolve) => api.child.once('exit', (code) => resolve(code)));
-      api.child.kill('SIGTERM');
-      // Readiness fails first, while the listener still answers, so a load balancer can stop sending: the
-      // first answer that is not 200 is a 503, not a refused connection.
-      let readiness = 200;
-      while (readiness === 200) readiness = (await request(url).get('/readyz').catch(() => ({ status: 0 }))).status;
-      expect(readiness).toBe(503);
-      const res = await inFlight;
-      expect(res.status).toBe(201);
-      expect(await exited).toBe(0);
-      expect(api.lines.some((l) => l.msg === 'shutting down: readiness fails, in-flight requests finish')).toBe(true);
-      say(`SIGTERM with a charge in flight: it answered ${res.status}, then the process exited 0`);
-    } finally {
-      await request(simulator.url).put('/chaos').send({ mode: 'healthy' });
-    }
   });
 });
 

@@ -48,10 +48,14 @@ export function createApp(deps: AppDeps): Express {
   const v1 = express.Router();
   v1.use(rememberMountPath());
   v1.use(
-    loadShedding(config.MAX_IN_FLIGHT_REQUESTS, () => {
-      metrics.loadShed.inc();
-      logger.warn('request shed: too many in flight');
-    }),
+    loadShedding(
+      config.MAX_IN_FLIGHT_REQUESTS,
+      () => {
+        metrics.loadShed.inc();
+        logger.warn('request shed: too many in flight');
+      },
+      (inFlight) => metrics.inFlight.set(inFlight),
+    ),
   );
   const rateLimit = config.RATE_LIMIT_REQUESTS > 0 ? { requests: config.RATE_LIMIT_REQUESTS, windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS } : undefined;
   v1.use(requireApiKey(db, rateLimit));

@@ -5,14 +5,17 @@ import { createApp } from './app.ts';
 import type { Config } from './config.ts';
 import { createDb } from './db/database.ts';
 import { createHealth, createReadiness } from './health/health.service.ts';
-import { createBoss, createJobQueue, queueDepths } from './db/job-queue.ts';
+import { createBoss, createJobQueue, queueDepths, wakeDeferredSettleJobs } from './db/job-queue.ts';
 import { createOutageLog } from './outage-log.ts';
 import { pendingPaymentsSummary } from './payments/payments.repository.ts';
+import { withDeadline } from './request-context.ts';
 import type { Logger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { createProcessorClient } from './processor/processor.client.ts';
 import { createServices } from './services.ts';
 import { createWorker } from './worker.ts';
+
+const RECOVERY_WAKE_MS = 1_000;
 
 export async function compose(options: {
   config: Config;
@@ -41,6 +44,28 @@ export async function compose(options: {
   );
   processor.onBreakerStateChange((state) => metrics.setBreakerState(state));
 
+  // The processor may answer again: the payments that went pending meanwhile need not wait out their
+  // settle jobs' backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS). Deferred settle jobs run now when
+  // - the circuit turns half-open: in a worker, one of them is the probe that tells;
+  // - the circuit closes (the probe got an answer): the rest go through;
+  // - a settle job that had to wait got its answer (without a breaker, or before it opened).
+  // At most once a second per process and reason (the close that follows a half-open probe by a few
+  // milliseconds must still wake the jobs the probe's half-open state turned away); any copy may do it,
+  // it is one UPDATE.
+  const lastWake = new Map<string, number>();
+  const processorRecovered = (reason: 'half_open' | 'closed' | 'job_settled' = 'job_settled') => {
+    if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
+    lastWake.set(reason, Date.now());
+    // Its own deadline: the event may come inside a request or a job whose deadline is nearly spent.
+    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db)).then(
+      (woken) => woken && logger.info({ woken, reason }, 'processor may answer again: deferred settle jobs run now'),
+      (err: unknown) => logger.warn({ err }, 'could not bring deferred settle jobs forward; they run at the end of their backoff'),
+    );
+  };
+  processor.onBreakerStateChange((state) => {
+    if (state !== 'open') processorRecovered(state);
+  });
+
   const services = createServices({ config, db, logger, processor, queue });
   const readiness = createReadiness({
     db,
@@ -65,7 +90,7 @@ export async function compose(options: {
     services,
     readiness,
     app: () => createApp({ config, db, logger, readiness, health, services, metrics }),
-    worker: () => createWorker({ config, db, boss, services, logger, metrics, outage }),
+    worker: () => createWorker({ config, db, boss, services, logger, metrics, outage, processorRecovered }),
     /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
     async close() {
       processor.shutdown();

@@ -63,7 +63,15 @@ export const configSchema = z.object({
   PROCESSOR_KEY_RETENTION_SECONDS: int(86400, 1, 31536000).describe(
     'How long the processor remembers an idempotency key (Stripe: 24 h). Past it, a payment is looked up before any resend.',
   ),
-  PROCESSOR_MAX_CONCURRENCY: int(50, 1, 10000).describe('Bulkhead: most processor calls in flight at once.'),
+  PROCESSOR_MAX_CONCURRENCY: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10000)
+    .optional()
+    .describe(
+      'Bulkhead: most processor calls in flight at once; past it a payment answers 202 pending at once. Unset: a quarter of MAX_IN_FLIGHT_REQUESTS (50), so calls to a hanging processor never hold every request slot.',
+    ),
   PROCESSOR_BREAKER_ENABLED: flag(true).describe(
     'Put processor calls behind the circuit breaker; false only to measure what it costs (bench, lab).',
   ),
@@ -119,7 +127,7 @@ export const configSchema = z.object({
     .describe('How often workers poll.'),
 });
 
-export type Config = Readonly<z.infer<typeof configSchema>>;
+export type Config = Readonly<Omit<z.infer<typeof configSchema>, 'PROCESSOR_MAX_CONCURRENCY'> & { PROCESSOR_MAX_CONCURRENCY: number }>;
 
 export class ConfigError extends Error {}
 
@@ -140,5 +148,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration: BREAKER_RESET_TIMEOUT_MS: must be >= BREAKER_ROLLING_WINDOW_MS (opossum keeps old failures across a close)',
     );
   }
-  return Object.freeze(parsed.data);
+  const { PROCESSOR_MAX_CONCURRENCY = Math.max(1, Math.floor(parsed.data.MAX_IN_FLIGHT_REQUESTS / 4)) } = parsed.data;
+  return Object.freeze({ ...parsed.data, PROCESSOR_MAX_CONCURRENCY });
 }

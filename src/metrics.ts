@@ -78,6 +78,11 @@ export function createMetrics() {
       help: 'Requests answered 503 overloaded without being served.',
       registers: [registry],
     }),
+    inFlight: new Gauge({
+      name: 'http_requests_in_flight',
+      help: 'Requests under /v1 being served now (their slot held until their work ends); MAX_IN_FLIGHT_REQUESTS is the most.',
+      registers: [registry],
+    }),
     setBreakerState(state: BreakerState) {
       metrics.breakerState.set(BREAKER_STATE_VALUE[state]);
     },

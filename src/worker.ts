@@ -22,6 +22,8 @@ export interface WorkerDeps {
   logger: Logger;
   metrics?: Metrics;
   outage: OutageLog;
+  /** Called when a job that had to wait for the processor got its answer: the processor is back. */
+  processorRecovered?: () => void;
 }
 
 // Abandoned requests finished per completer pass; the rest wait for the next pass.
@@ -33,6 +35,8 @@ const SWEEP_BATCH = 100;
 // While the database is down, a periodic task waits longer after each failed pass, up to this (or its
 // own interval, when longer): an outage costs little, and recovery is noticed within seconds.
 const MAX_BACKOFF_MS = 5_000;
+// Longest a fetch loop holds a job while the processor circuit is open (well inside the job's expiry).
+const OPEN_CIRCUIT_HOLD_MS = 5_000;
 
 export function createWorker(deps: WorkerDeps) {
   const { config, boss, services, logger, metrics, outage } = deps;
@@ -41,6 +45,19 @@ export function createWorker(deps: WorkerDeps) {
   const running = new Set<Promise<unknown>>();
   let stopped = false;
 
+  /**
+   * While the processor circuit is open a job would only find it open, and go back to wait out a longer
+   * backoff: during an outage every fetch loop would churn through the backlog, load the database and this
+   * process for nothing. So a loop holds its job until the circuit lets a call through (half-open: one
+   * job is the probe) or OPEN_CIRCUIT_HOLD_MS passes; the job's deadline starts after.
+   */
+  async function circuitLetsThrough(): Promise<void> {
+    const until = Date.now() + OPEN_CIRCUIT_HOLD_MS;
+    while (!stopped && services.processor.breakerState() === 'open' && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
   /** Runs one job under its own deadline; a result that asks for a retry hands the job back to pg-boss. */
   async function runJob(
     queue: string,
@@ -48,6 +65,7 @@ export function createWorker(deps: WorkerDeps) {
     work: (deadline: number) => Promise<SettleResult>,
   ): Promise<void> {
     const { kind, id } = job.data;
+    await circuitLetsThrough();
     let result: SettleResult;
     try {
       result = await withDeadline(`job_${job.id}`, config.REQUEST_TIMEOUT_MS, () =>
@@ -63,6 +81,8 @@ export function createWorker(deps: WorkerDeps) {
     }
     metrics?.settleOutcomes.inc({ queue, kind, result });
     logger.info({ job_id: job.id, kind, id, attempt: job.retryCount + 1, result }, `${queue} job: ${result}`);
+    // A settle job that waited for the processor and now settled: the others waiting need not wait out their backoff.
+    if (result === 'settled' && job.retryCount > 0) deps.processorRecovered?.();
     // Throwing hands the job back to pg-boss, which runs it again after its queue's delay.
     if (result === 'retry' || (result === 'awaiting_reconciliation' && queue === RECONCILE_QUEUE)) {
       throw new Error(`${kind} ${id} stays pending: the processor could not be asked`);
@@ -102,11 +122,15 @@ export function createWorker(deps: WorkerDeps) {
   }
 
   // One job per fetch, several fetch loops: a slow processor call holds up one loop, not the backlog.
+  // While jobs are ready (an outage's backlog, once the processor is back), a loop fetches the next job as
+  // soon as it is done instead of waiting out the polling interval, which would cap the drain at
+  // JOB_CONCURRENCY jobs per JOB_POLL_INTERVAL_SECONDS.
   const work = {
     includeMetadata: true,
     batchSize: 1,
     localConcurrency: config.JOB_CONCURRENCY,
     pollingIntervalSeconds: config.JOB_POLL_INTERVAL_SECONDS,
+    burstWhenReadyExceeds: 1,
   } as const;
 
   return {

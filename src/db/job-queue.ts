@@ -37,6 +37,7 @@ export type QueueSettings = Pick<
 const jobExpireSeconds = (settings: QueueSettings) => Math.max(10, Math.ceil((3 * settings.REQUEST_TIMEOUT_MS) / 1000));
 // How often a worker's pg-boss looks for such jobs (its default is a minute).
 const SUPERVISE_INTERVAL_SECONDS = 5;
+const QUEUE_CACHE_INTERVAL_SECONDS = 2;
 // Reconciliation never gives up on its own: a payment the processor may have made stays asked about.
 const RECONCILE_ATTEMPTS = 1_000_000;
 const DEAD_LETTER_RETENTION_SECONDS = 30 * 86400;
@@ -72,6 +73,10 @@ export function createBoss(pool: pg.Pool, options: { supervise: boolean }): PgBo
     createSchema: false,
     supervise: options.supervise,
     superviseIntervalSeconds: SUPERVISE_INTERVAL_SECONDS,
+    // The queue counts workers read to fetch without pausing while a backlog waits (burstWhenReadyExceeds
+    // in worker.ts): refreshed every few seconds rather than every minute.
+    monitorIntervalSeconds: SUPERVISE_INTERVAL_SECONDS,
+    queueCacheIntervalSeconds: QUEUE_CACHE_INTERVAL_SECONDS,
     schedule: false,
   });
 }
@@ -118,4 +123,16 @@ export async function queueDepths(db: DbOrTrx): Promise<{ backlog: number; dead:
     group by name`.execute(db);
   const count = (name: string) => Number(rows.find((r) => r.name === name)?.n ?? 0);
   return { backlog: count(SETTLE_QUEUE) + count(RECONCILE_QUEUE), dead: count(SETTLE_DEAD_QUEUE) };
+}
+
+/**
+ * The processor is back: settle jobs waiting out a retry delay run now instead of at the end of their
+ * backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS), so pending payments settle within seconds of recovery.
+ * Only the wait is cut: their attempts and their exclusivity are pg-boss's as before. Returns how many.
+ */
+export async function wakeDeferredSettleJobs(db: DbOrTrx): Promise<number> {
+  const result = await sql`
+    update ${sql.table(`${JOB_SCHEMA}.job`)} set start_after = now()
+    where name = ${SETTLE_QUEUE} and state = 'retry' and start_after > now()`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }

@@ -77,7 +77,7 @@ export function requestLog(logger: Logger, metrics: Metrics): RequestHandler {
  * so a slow dependency cannot pile up unbounded work. Per process: it protects this process. A slot is
  * free again when the response is done and the work it holds (res.locals.holdSlotUntil) has ended.
  */
-export function loadShedding(maxInFlight: number, onShed: () => void): RequestHandler {
+export function loadShedding(maxInFlight: number, onShed: () => void, onCount: (inFlight: number) => void = () => undefined): RequestHandler {
   let inFlight = 0;
   return (_req, res, next) => {
     if (inFlight >= maxInFlight) {
@@ -85,10 +85,11 @@ export function loadShedding(maxInFlight: number, onShed: () => void): RequestHa
       throw new OverloadedError();
     }
     inFlight += 1;
+    onCount(inFlight);
     let holders = 1; // the response itself
     const letGo = () => {
       holders -= 1;
-      if (holders === 0) inFlight -= 1;
+      if (holders === 0) onCount((inFlight -= 1));
     };
     let answered = false;
     const onAnswered = () => {

@@ -77,7 +77,7 @@ interface StoredAnswer {
 }
 
 /** Small seeded PRNG (mulberry32), so a flaky run can be replayed exactly. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

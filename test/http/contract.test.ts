@@ -64,7 +64,7 @@ beforeAll(async () => {
   upstream = await startSimulator();
   gate = await startGate(upstream.url);
   gate.open();
-  ctx = await createTestContext({ PROCESSOR_URL: gate.url, MAX_IN_FLIGHT_REQUESTS: '2' });
+  ctx = await createTestContext({ PROCESSOR_URL: gate.url, MAX_IN_FLIGHT_REQUESTS: '2', PROCESSOR_MAX_CONCURRENCY: '2' });
   ({ auth } = await ctx.account());
 });
 afterAll(async () => {

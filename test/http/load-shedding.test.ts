@@ -5,7 +5,8 @@ import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
 beforeAll(async () => {
-  ctx = await createTestContext({ MAX_IN_FLIGHT_REQUESTS: '2' });
+  // Two slots, each of which a processor call may hold (the bulkhead would otherwise be a quarter of them).
+  ctx = await createTestContext({ MAX_IN_FLIGHT_REQUESTS: '2', PROCESSOR_MAX_CONCURRENCY: '2' });
 });
 afterAll(() => ctx.destroy());
 

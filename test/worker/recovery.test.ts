@@ -1,0 +1,81 @@
+// What the protection lab showed, kept by tests: a hanging processor cannot take every request slot (the
+// bulkhead defaults to a quarter of them), and once the processor answers again the settle jobs waiting
+// out their backoff run at once, so pending charges settle within seconds of the recovery.
+import { sql } from 'kysely';
+import request from 'supertest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { createTestContext, newKey, postCharge, readCharge, type TestContext } from '../helpers/context.ts';
+
+let ctx: TestContext | undefined;
+afterEach(async () => {
+  await ctx?.destroy();
+  ctx = undefined;
+});
+
+describe('the bulkhead', () => {
+  it('defaults to a quarter of the request slots, and a setting wins', () => {
+    expect(loadConfig({}).PROCESSOR_MAX_CONCURRENCY).toBe(50);
+    expect(loadConfig({ MAX_IN_FLIGHT_REQUESTS: '32' }).PROCESSOR_MAX_CONCURRENCY).toBe(8);
+    expect(loadConfig({ MAX_IN_FLIGHT_REQUESTS: '2' }).PROCESSOR_MAX_CONCURRENCY).toBe(1);
+    expect(loadConfig({ MAX_IN_FLIGHT_REQUESTS: '32', PROCESSOR_MAX_CONCURRENCY: '20' }).PROCESSOR_MAX_CONCURRENCY).toBe(20);
+  });
+
+  it('keeps request slots for reads while the processor hangs: charges past it answer 202 at once', async () => {
+    ctx = await createTestContext({ MAX_IN_FLIGHT_REQUESTS: '8', PROCESSOR_ATTEMPT_TIMEOUT_MS: '3000', PROCESSOR_MAX_ATTEMPTS: '1' });
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'hang' });
+    // Two charges hold the two processor slots the bulkhead allows (8 / 4); they wait for the hanging processor.
+    const held = [postCharge(ctx, auth, newKey()).then((r) => r), postCharge(ctx, auth, newKey()).then((r) => r)];
+    await expect.poll(async () => (await ctx!.ledger()).requests.charges, { timeout: 5000, interval: 20 }).toBe(2);
+    // The next ones do not wait: 202 pending, their slot given back at once.
+    for (let i = 0; i < 6; i++) {
+      const res = await postCharge(ctx, auth, newKey());
+      expect(res.status).toBe(202);
+    }
+    // Reads still find free slots.
+    for (let i = 0; i < 10; i++) expect((await request(ctx.app).get('/v1/charges').set(auth)).status).toBe(200);
+    expect((await ctx.ledger()).requests.charges).toBe(2);
+    for (const res of await Promise.all(held)) expect(res.status).toBe(202);
+    await ctx.setChaos({ mode: 'healthy' });
+  });
+});
+
+describe('recovery', () => {
+  it('brings deferred settle jobs forward when the circuit closes, instead of waiting out their backoff', async () => {
+    ctx = await createTestContext({
+      PROCESSOR_MAX_ATTEMPTS: '1',
+      JOB_POLL_INTERVAL_SECONDS: '0.5',
+      // A settle job that found the processor down waits a minute: far longer than this test waits.
+      SETTLE_RETRY_DELAY_SECONDS: '60',
+      SETTLE_RETRY_DELAY_MAX_SECONDS: '60',
+      BREAKER_VOLUME_THRESHOLD: '2',
+      BREAKER_ROLLING_WINDOW_MS: '1000',
+      BREAKER_RESET_TIMEOUT_MS: '1000',
+    });
+    await ctx.startWorker();
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const pending = (await postCharge(ctx, auth, newKey())).body;
+    expect(pending.status).toBe('pending');
+    // Its settle job ran, found the processor down, and now waits out its delay.
+    const deferred = async () =>
+      (
+        await sql<{ n: number }>`select count(*) as n from pgboss.job
+          where name = 'settle' and data->>'id' = ${pending.id} and state = 'retry' and start_after > now() + interval '30 seconds'`.execute(ctx!.t.db)
+      ).rows[0]!.n;
+    await expect.poll(deferred, { timeout: 10_000, interval: 100 }).toBe(1);
+    // More failures open the circuit.
+    for (let i = 0; i < 3; i++) await postCharge(ctx, auth, newKey());
+    await expect.poll(async () => (await request(ctx!.app).get('/metrics')).text.includes('processor_circuit_state 2'), { timeout: 5000 }).toBe(true);
+
+    // The processor is back; the next charge after the reset timeout is the half-open probe, and it succeeds.
+    await ctx.setChaos({ mode: 'healthy' });
+    await expect
+      .poll(async () => (await postCharge(ctx!, auth, newKey())).status, { timeout: 10_000, interval: 300 })
+      .toBe(201);
+    // The deferred job runs now, not a minute later.
+    await expect.poll(async () => (await readCharge(ctx!, auth, pending.id)).status, { timeout: 10_000, interval: 100 }).toBe('succeeded');
+    expect(ctx.logs.lines.some((l) => l.msg === 'processor may answer again: deferred settle jobs run now')).toBe(true);
+  });
+});

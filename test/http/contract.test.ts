@@ -118,9 +118,11 @@ describe('answers match openapi.yaml', () => {
       const key = newKey();
       const before = gate.arrived();
       const held = postCharge(key).then((r) => r);
+      held.catch(() => undefined); // awaited below
       await expect.poll(() => gate.arrived(), { timeout: 5000, interval: 10 }).toBe(before + 1);
       expect(conforms('post', '/v1/charges', await postCharge(key)).status).toBe(409);
       const second = postCharge(newKey()).then((r) => r);
+      second.catch(() => undefined); // awaited below
       await expect.poll(async () => (await request(ctx.app).get('/v1/account').set(auth)).status, { timeout: 5000, interval: 20 }).toBe(503);
       conforms('get', '/v1/account', await request(ctx.app).get('/v1/account').set(auth));
       conforms('post', '/v1/charges', await postCharge(newKey()));

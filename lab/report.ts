@@ -80,7 +80,12 @@ function runPanel(run: RunResult, y0: number, duration: number): { svg: string; 
   }
   // The breaker, as a band.
   parts.push(`<text x="${LEFT}" y="${y + 10}" font-size="11" fill="#333">processor circuit</text>`);
-  run.breakerChanges.forEach(([t, state], i) => {
+  const noBreaker = run.env.PROCESSOR_BREAKER_ENABLED === 'false';
+  if (noBreaker) {
+    parts.push(`<rect x="${x(0)}" y="${y + 14}" width="${(x(sec.length) - x(0)).toFixed(1)}" height="12" fill="#ccc"/>`);
+    parts.push(`<text x="${LEFT + 4}" y="${y + 24}" font-size="10" fill="#333">no circuit breaker in this run</text>`);
+  }
+  (noBreaker ? [] : run.breakerChanges).forEach(([t, state], i) => {
     const until = run.breakerChanges[i + 1]?.[0] ?? sec.length;
     const color = state === 2 ? COLORS.open : state === 1 ? COLORS.half : COLORS.closed;
     // A half-open probe takes milliseconds: drawn at least a few pixels wide so it shows.

@@ -46,9 +46,10 @@ export async function compose(options: {
 
   // The processor may answer again: the payments that went pending meanwhile need not wait out their
   // settle jobs' backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS). Deferred settle jobs run now when
-  // - the circuit turns half-open: in a worker, one of them is the probe that tells;
-  // - the circuit closes (the probe got an answer): the rest go through;
-  // - a settle job that had to wait got its answer (without a breaker, or before it opened).
+  // - the circuit turns half-open: one of them only, which in a worker becomes the probe (all of them would
+  //   each spend an attempt on a circuit that turns them away, every reset period of a long outage);
+  // - the circuit closes (the probe got an answer): all of them;
+  // - a settle job that had to wait got its answer (without a breaker, or before it opened): all of them.
   // At most once a second per process and reason (the close that follows a half-open probe by a few
   // milliseconds must still wake the jobs the probe's half-open state turned away); any copy may do it,
   // it is one UPDATE.
@@ -57,7 +58,7 @@ export async function compose(options: {
     if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
     lastWake.set(reason, Date.now());
     // Its own deadline: the event may come inside a request or a job whose deadline is nearly spent.
-    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db)).then(
+    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db, reason === 'half_open' ? { limit: 1 } : {})).then(
       (woken) => woken && logger.info({ woken, reason }, 'processor may answer again: deferred settle jobs run now'),
       (err: unknown) => logger.warn({ err }, 'could not bring deferred settle jobs forward; they run at the end of their backoff'),
     );

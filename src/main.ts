@@ -13,12 +13,44 @@ import { createLogger, type Logger } from './logger.ts';
 import { startSimulator } from './simulator/simulator.ts';
 
 const ROLES = ['all', 'api', 'worker'] as const;
+/** A signal came: the process is on its way out (see shutdown in main). */
+let stopping = false;
 type Role = (typeof ROLES)[number];
 
 async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   // Closed in reverse order of opening.
   const closers: (() => Promise<unknown>)[] = [];
   let shuttingDown = false;
+  let server: Server | undefined;
+
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) {
+      // A second Ctrl-C (or a signal sent to the whole process group) is not a crash: the drain goes on.
+      logger.info({ signal }, 'already shutting down');
+      return;
+    }
+    shuttingDown = true;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: readiness fails, in-flight requests finish');
+    if (server && config.SHUTDOWN_DRAIN_MS > 0) {
+      // Readiness already fails; keep serving while load balancers notice and stop sending.
+      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_MS));
+    }
+    if (server) {
+      const s = server;
+      const grace = setTimeout(() => s.closeAllConnections(), config.SHUTDOWN_GRACE_MS);
+      await new Promise((resolve) => s.close(resolve));
+      clearTimeout(grace);
+    }
+    for (const close of closers.reverse()) {
+      await close().catch((err) => logger.warn({ err }, 'error while closing'));
+    }
+    logger.info('stopped');
+    process.exit(0);
+  };
+  // From the very start: a signal while starting (migrations, listen) still closes what was opened, the
+  // embedded Postgres last, instead of killing the process and leaving that server running.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal));
 
   let databaseUrl = config.DATABASE_URL;
   if (!databaseUrl) {
@@ -71,7 +103,6 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     logger.info({ role, url }, 'worker metrics listening');
   }
 
-  let server: Server | undefined;
   if (role !== 'worker') {
     // HTTP/1.1 asks for a Host header, but nothing here routes by it: a request without one is served,
     // rather than refused by Node with a bare 400.
@@ -93,32 +124,6 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     if (role === 'all') await greetOnFirstStart(service.db, baseUrl);
   }
 
-  const shutdown = async (signal: string) => {
-    if (shuttingDown) {
-      // A second Ctrl-C (or a signal sent to the whole process group) is not a crash: the drain goes on.
-      logger.info({ signal }, 'already shutting down');
-      return;
-    }
-    shuttingDown = true;
-    logger.info({ signal }, 'shutting down: readiness fails, in-flight requests finish');
-    if (server && config.SHUTDOWN_DRAIN_MS > 0) {
-      // Readiness already fails; keep serving while load balancers notice and stop sending.
-      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_MS));
-    }
-    if (server) {
-      const s = server;
-      const grace = setTimeout(() => s.closeAllConnections(), config.SHUTDOWN_GRACE_MS);
-      await new Promise((resolve) => s.close(resolve));
-      clearTimeout(grace);
-    }
-    for (const close of closers.reverse()) {
-      await close().catch((err) => logger.warn({ err }, 'error while closing'));
-    }
-    logger.info('stopped');
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
 /**
@@ -195,6 +200,8 @@ try {
 }
 const logger = createLogger(config.LOG_LEVEL);
 main(role, config, logger).catch((err) => {
+  // A start cut short by a signal: the shutdown under way closes what was opened and exits.
+  if (stopping) return;
   if (err instanceof StartupError || err instanceof EmbeddedPostgresError) {
     process.stderr.write(`${err.message}\n`);
   } else {

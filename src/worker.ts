@@ -46,14 +46,15 @@ export function createWorker(deps: WorkerDeps) {
   let stopped = false;
 
   /**
-   * While the processor circuit is open a job would only find it open, and go back to wait out a longer
-   * backoff: during an outage every fetch loop would churn through the backlog, load the database and this
-   * process for nothing. So a loop holds its job until the circuit lets a call through (half-open: one
-   * job is the probe) or OPEN_CIRCUIT_HOLD_MS passes; the job's deadline starts after.
+   * While the processor circuit turns calls away (open, or half-open with its one probe already out) a job
+   * would only be turned away, spend an attempt, and go back to wait out a longer backoff: during an outage
+   * every fetch loop would churn through the backlog, load the database and this process for nothing. So
+   * a loop holds its job until a call can go through (half-open: this job may be the probe) or
+   * OPEN_CIRCUIT_HOLD_MS passes; the job's deadline starts after.
    */
   async function circuitLetsThrough(): Promise<void> {
     const until = Date.now() + OPEN_CIRCUIT_HOLD_MS;
-    while (!stopped && services.processor.breakerState() === 'open' && Date.now() < until) {
+    while (!stopped && !services.processor.canCall() && Date.now() < until) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }

@@ -109,6 +109,14 @@ async function runningPort(dir: string): Promise<number | undefined> {
   return pid && port && isAlive(pid) ? port : undefined;
 }
 
+// Servers this process started and that still run. Should the process end without stop() (an uncaught
+// error, process.exit, a signal main.ts turns into a shutdown), they stop too; only a SIGKILL (or a signal
+// nothing handles) leaves one running, to be reused by the next start.
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of running) c.kill('SIGINT');
+});
+
 const urlAt = (port: number) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
 
 /** Why a path cannot be used, in a few words. */
@@ -200,13 +208,23 @@ export async function startEmbeddedPostgres(options: {
   let exited: Promise<void> = Promise.resolve();
 
   const start = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) throw new Error(`the embedded Postgres in ${dir} is already running`);
     // Its own process group (detached): a Ctrl-C in the terminal is for the app, which stops the server last.
     const c = spawn(postgresBinary, args, { ...owner, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
-    exited = new Promise((resolve) => c.once('exit', () => resolve()));
+    running.add(c);
+    exited = new Promise((resolve) =>
+      c.once('exit', () => {
+        running.delete(c);
+        resolve();
+      }),
+    );
     let output = '';
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new EmbeddedPostgresError(`the embedded Postgres in ${dir} did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        c.kill('SIGQUIT');
+        reject(new EmbeddedPostgresError(`the embedded Postgres in ${dir} did not start within ${START_TIMEOUT_MS / 1000} s`));
+      }, START_TIMEOUT_MS);
       const fail = (reason: string) => {
         clearTimeout(timer);
         const fatal = output.split('\n').find((l) => /FATAL|PANIC/.test(l));
@@ -215,8 +233,10 @@ export async function startEmbeddedPostgres(options: {
       c.stderr!.on('data', (chunk: Buffer) => {
         const text = chunk.toString('utf8');
         log(text);
-        if (output.length < 20_000) output += text;
-        if (text.includes('database system is ready to accept connections')) {
+        // The last few kB: enough for a line split across chunks, bounded however long the server runs.
+        output = (output + text).slice(-20_000);
+        if (output.includes('database system is ready to accept connections')) {
+          output = '';
           clearTimeout(timer);
           resolve();
         }
@@ -238,11 +258,6 @@ export async function startEmbeddedPostgres(options: {
     for (const timer of timers) clearTimeout(timer);
   };
 
-  // Should this process end without stop() (an uncaught error, process.exit), the server it started
-  // stops too; only a SIGKILL leaves it running, to be reused by the next start.
-  process.on('exit', () => {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-  });
   await start();
   return { url: urlAt(port), stop, start };
 }
@@ -259,13 +274,18 @@ async function samePath(a: string, b: string): Promise<boolean> {
  */
 async function checkReachable(owner: { uid: number; gid: number }, binary: string, dir: string): Promise<void> {
   const asPostgres = (file: string, args: string[]) =>
-    new Promise<Error | null>((resolve) => execFile(file, args, { ...owner, cwd: '/' }, (err) => resolve(err)));
+    new Promise<(Error & { code?: unknown; stderr?: string }) | null>((resolve) =>
+      execFile(file, args, { ...owner, cwd: '/' }, (err, _out, stderr) => resolve(err && Object.assign(err, { stderr }))),
+    );
   const cannot = (what: string, p: string) =>
     new EmbeddedPostgresError(
       `the ${USER} system user (the embedded Postgres runs as it under root) cannot ${what} ${p}: a directory above it is closed to other users; ` +
         'open it (chmod o+x), use another directory, or set DATABASE_URL',
     );
-  if (await asPostgres(binary, ['--version'])) throw cannot('run', binary);
+  const ran = await asPostgres(binary, ['--version']);
+  if (ran?.code === 'EACCES') throw cannot('run', binary);
+  if (ran) throw new EmbeddedPostgresError(`the embedded Postgres server cannot run (${binary}): ${(ran.stderr || ran.message).trim().split('\n')[0]}`);
+  // `test` fails without a message: its exit status is the answer.
   if (await asPostgres('test', ['-w', dir, '-a', '-x', dir])) throw cannot('write to', dir);
 }
 

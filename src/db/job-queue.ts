@@ -130,9 +130,13 @@ export async function queueDepths(db: DbOrTrx): Promise<{ backlog: number; dead:
  * backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS), so pending payments settle within seconds of recovery.
  * Only the wait is cut: their attempts and their exclusivity are pg-boss's as before. Returns how many.
  */
-export async function wakeDeferredSettleJobs(db: DbOrTrx): Promise<number> {
-  const result = await sql`
-    update ${sql.table(`${JOB_SCHEMA}.job`)} set start_after = now()
-    where name = ${SETTLE_QUEUE} and state = 'retry' and start_after > now()`.execute(db);
+export async function wakeDeferredSettleJobs(db: DbOrTrx, options: { limit?: number } = {}): Promise<number> {
+  const job = sql.table(`${JOB_SCHEMA}.job`);
+  const deferred = sql`name = ${SETTLE_QUEUE} and state = 'retry' and start_after > now()`;
+  const result = options.limit
+    ? await sql`
+        update ${job} set start_after = now()
+        where name = ${SETTLE_QUEUE} and id in (select id from ${job} where ${deferred} order by start_after limit ${options.limit})`.execute(db)
+    : await sql`update ${job} set start_after = now() where ${deferred}`.execute(db);
   return Number(result.numAffectedRows ?? 0);
 }

@@ -115,6 +115,8 @@ export interface ProcessorClient {
   /** Burns a key the processor holds nothing for; answers what it holds when it does. */
   voidKey(kind: PaymentKind, idempotencyKey: string, deadline: number): Promise<ProcessorOutcome>;
   breakerState(): BreakerState;
+  /** Whether a call would reach the processor now: the circuit closed, or half-open with its probe not yet taken. */
+  canCall(): boolean;
   onBreakerStateChange(listener: (state: BreakerState) => void): void;
   shutdown(): void;
 }
@@ -234,6 +236,7 @@ export function createProcessorClient(
       return answer.kind === 'unknown' || answer.kind === 'rejected' ? unexpected(answer.kind) : answer;
     },
     breakerState: () => state,
+    canCall: () => !settings.PROCESSOR_BREAKER_ENABLED || breaker.closed || breaker.pendingClose,
     onBreakerStateChange: (listener) => listeners.push(listener),
     shutdown: () => breaker.shutdown(),
   };

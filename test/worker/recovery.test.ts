@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
+import { wakeDeferredSettleJobs } from '../../src/db/job-queue.ts';
 import { createTestContext, newKey, postCharge, readCharge, type TestContext } from '../helpers/context.ts';
 
 let ctx: TestContext | undefined;
@@ -42,6 +43,23 @@ describe('the bulkhead', () => {
 });
 
 describe('recovery', () => {
+  it('on a half-open circuit brings one deferred settle job forward (the probe), on a close all of them', async () => {
+    ctx = await createTestContext({ PROCESSOR_MAX_ATTEMPTS: '1', SETTLE_RETRY_DELAY_SECONDS: '60', SETTLE_RETRY_DELAY_MAX_SECONDS: '60' });
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    for (let i = 0; i < 3; i++) expect((await postCharge(ctx, auth, newKey())).status).toBe(202);
+    // As a settle job that found the processor down leaves them: waiting out a long delay.
+    await sql`update pgboss.job set state = 'retry', start_after = now() + interval '1 hour' where name = 'settle'`.execute(ctx.t.db);
+    const deferred = async () =>
+      Number((await sql<{ n: number }>`select count(*) as n from pgboss.job where name = 'settle' and start_after > now()`.execute(ctx!.t.db)).rows[0]!.n);
+    expect(await deferred()).toBe(3);
+    expect(await wakeDeferredSettleJobs(ctx.t.db, { limit: 1 })).toBe(1);
+    expect(await deferred()).toBe(2);
+    expect(await wakeDeferredSettleJobs(ctx.t.db)).toBe(2);
+    expect(await deferred()).toBe(0);
+    await ctx.setChaos({ mode: 'healthy' });
+  });
+
   it('brings deferred settle jobs forward when the circuit closes, instead of waiting out their backoff', async () => {
     ctx = await createTestContext({
       PROCESSOR_MAX_ATTEMPTS: '1',

@@ -14,6 +14,8 @@ import type {
 } from './types.ts';
 
 export { PaymentsError } from './errors.ts';
+export { signWebhook, verifyWebhook, WebhookVerificationError } from './webhooks.ts';
+export type { VerifiedWebhook, VerifyOptions } from './webhooks.ts';
 export type { PaymentsErrorInit } from './errors.ts';
 export type {
   AttemptInfo,

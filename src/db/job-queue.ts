@@ -132,11 +132,11 @@ export async function queueDepths(db: DbOrTrx): Promise<{ backlog: number; dead:
  */
 export async function wakeDeferredSettleJobs(db: DbOrTrx, options: { limit?: number } = {}): Promise<number> {
   const job = sql.table(`${JOB_SCHEMA}.job`);
-  const deferred = sql`name = ${SETTLE_QUEUE} and state = 'retry' and start_after > now()`;
-  const result = options.limit
-    ? await sql`
-        update ${job} set start_after = now()
-        where name = ${SETTLE_QUEUE} and id in (select id from ${job} where ${deferred} order by start_after limit ${options.limit})`.execute(db)
-    : await sql`update ${job} set start_after = now() where ${deferred}`.execute(db);
+  // `limit null` is no limit. The outer `name =` keeps the update on the settle queue's partition.
+  const result = await sql`
+    update ${job} set start_after = now()
+    where name = ${SETTLE_QUEUE} and id in (
+      select id from ${job} where name = ${SETTLE_QUEUE} and state = 'retry' and start_after > now()
+      order by start_after limit ${options.limit ?? null})`.execute(db);
   return Number(result.numAffectedRows ?? 0);
 }

@@ -6,6 +6,7 @@ import * as m0003 from './0003_job_queue.ts';
 import * as m0004 from './0004_refunds.ts';
 import * as m0005 from './0005_reconciliation.ts';
 import * as m0006 from './0006_rate_limits.ts';
+import * as m0007 from './0007_events_and_webhooks.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_accounts': m0001,
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   '0004_refunds': m0004,
   '0005_reconciliation': m0005,
   '0006_rate_limits': m0006,
+  '0007_events_and_webhooks': m0007,
 };

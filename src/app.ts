@@ -4,6 +4,7 @@ import { accountRoutes } from './accounts/accounts.routes.ts';
 import { chargeRoutes } from './charges/charges.routes.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
+import { eventRoutes } from './events/events.routes.ts';
 import { healthRoutes } from './health/health.routes.ts';
 import type { Health, Readiness } from './health/health.service.ts';
 import { docsRoutes } from './http/docs.ts';
@@ -20,6 +21,7 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { refundRoutes } from './refunds/refunds.routes.ts';
 import type { Services } from './services.ts';
+import { webhookRoutes } from './webhooks/webhooks.routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -64,6 +66,16 @@ export function createApp(deps: AppDeps): Express {
   v1.use(accountRoutes());
   v1.use(chargeRoutes({ db, idempotency: services.idempotency, createCharge: services.createCharge }));
   v1.use(refundRoutes({ db, idempotency: services.idempotency, createRefund: services.createRefund }));
+  v1.use(eventRoutes({ events: services.events, webhooks: services.webhooks }));
+  v1.use(
+    webhookRoutes({
+      idempotency: services.idempotency,
+      createEndpoint: services.createWebhookEndpoint,
+      webhooks: services.webhooks,
+      allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS,
+      lookupTimeoutMs: Math.min(2000, config.REQUEST_TIMEOUT_MS / 2),
+    }),
+  );
   app.use('/v1', v1);
 
   app.use(notFoundHandler());

@@ -13,6 +13,7 @@ import type { Logger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { createProcessorClient } from './processor/processor.client.ts';
 import { createServices } from './services.ts';
+import { deliveryBacklog } from './webhooks/webhooks.repository.ts';
 import { createWorker } from './worker.ts';
 
 const RECOVERY_WAKE_MS = 1_000;
@@ -35,7 +36,10 @@ export async function compose(options: {
   const boss = createBoss(pool, { supervise: options.supervise });
   boss.on('error', (err) => outage.report(err, 'job queue') || logger.error({ err }, 'job queue error'));
   await boss.start();
-  const backlog = async () => ({ ...(await queueDepths(db)), ...(await pendingPaymentsSummary(db)) });
+  const backlog = async () => {
+    const webhooks = await deliveryBacklog(db);
+    return { ...(await queueDepths(db)), ...(await pendingPaymentsSummary(db)), webhooksPending: webhooks.pending, webhooksFailed: webhooks.failed };
+  };
   metrics.watchBacklog(backlog);
   const queue = createJobQueue(boss, config);
 
@@ -67,7 +71,18 @@ export async function compose(options: {
     if (state !== 'open') processorRecovered(state);
   });
 
-  const services = createServices({ config, db, logger, processor, queue });
+  const services = createServices({
+    config,
+    db,
+    logger,
+    processor,
+    queue,
+    observeDeliveries: {
+      attempt: (outcome, seconds) => metrics.webhookAttempts.observe({ outcome }, seconds),
+      deadLettered: () => metrics.webhookDeadLetters.inc(),
+      endpointDisabled: () => metrics.webhookEndpointsDisabled.inc(),
+    },
+  });
   const readiness = createReadiness({
     db,
     logger,

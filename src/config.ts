@@ -119,6 +119,27 @@ export const configSchema = z.object({
   JOB_CONCURRENCY: int(5, 1, 100).describe(
     'Settle (and, apart, reconcile) jobs one worker process runs at once; after an outage the backlog drains this many at a time.',
   ),
+  EVENT_RETENTION_SECONDS: int(30 * 86400, 60, 365 * 86400).describe(
+    'How long events (and the record of their webhook deliveries) are kept; the reaper removes older ones in batches.',
+  ),
+  WEBHOOK_SECRET_KEY: z
+    .string()
+    .min(16)
+    .optional()
+    .describe(
+      'Encrypts webhook signing secrets at rest (AES-256-GCM under its SHA-256). Unset: a development key, with a warning; set it in production, the same in every api and worker.',
+    ),
+  WEBHOOK_ALLOW_PRIVATE_URLS: flag(false).describe(
+    'Let webhook endpoints point at loopback, private and link-local addresses (tests, local development).',
+  ),
+  WEBHOOK_TIMEOUT_MS: int(5000, 100, 60000).describe('Timeout of one webhook delivery attempt, connection included.'),
+  WEBHOOK_RETRY_DELAY_MS: int(5000, 1, 86400000).describe(
+    'Base of the exponential backoff between delivery attempts (full jitter: each wait is random up to the doubled base).',
+  ),
+  WEBHOOK_RETRY_DELAY_MAX_MS: int(3600000, 1, 86400000).describe('Longest wait between delivery attempts.'),
+  WEBHOOK_RETRY_WINDOW_SECONDS: int(3 * 86400, 1, 30 * 86400).describe(
+    'How long a delivery is retried before it is dead-lettered; an endpoint that failed for the whole window is disabled.',
+  ),
   JOB_POLL_INTERVAL_SECONDS: z.coerce
     .number()
     .min(0.5)

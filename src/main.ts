@@ -62,6 +62,9 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   }
   const pool = createPool(databaseUrl, config, logger);
   closers.push(() => pool.end());
+  if (!config.WEBHOOK_SECRET_KEY) {
+    logger.warn('WEBHOOK_SECRET_KEY is unset: webhook signing secrets are encrypted with the development key; set one in production');
+  }
 
   if (config.MIGRATE_ON_START) {
     const applied = await migrateToLatest(createDb(pool));

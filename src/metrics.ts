@@ -9,6 +9,9 @@ export interface Backlog {
   dead: number;
   awaitingReconciliation: number;
   oldestPendingSeconds: number;
+  /** Webhook deliveries waiting for an attempt, and those dead-lettered (kept with their event). */
+  webhooksPending: number;
+  webhooksFailed: number;
 }
 
 const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
@@ -83,6 +86,23 @@ export function createMetrics() {
       help: 'Requests under /v1 being served now (their slot held until their work ends); MAX_IN_FLIGHT_REQUESTS is the most.',
       registers: [registry],
     }),
+    webhookAttempts: new Histogram({
+      name: 'webhook_delivery_attempt_duration_seconds',
+      help: 'Webhook delivery attempts by outcome (succeeded, http_error, timeout, network_error, address_refused), from connection to answer.',
+      labelNames: ['outcome'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    webhookDeadLetters: new Counter({
+      name: 'webhook_deliveries_dead_lettered_total',
+      help: 'Webhook deliveries that failed every attempt of their retry window (redeliverable by an operator).',
+      registers: [registry],
+    }),
+    webhookEndpointsDisabled: new Counter({
+      name: 'webhook_endpoints_disabled_total',
+      help: 'Webhook endpoints disabled because they took no delivery for a whole retry window.',
+      registers: [registry],
+    }),
     setBreakerState(state: BreakerState) {
       metrics.breakerState.set(BREAKER_STATE_VALUE[state]);
     },
@@ -103,7 +123,7 @@ export function createMetrics() {
     },
     /** Queue and reconciliation gauges, read once per scrape, whichever gauge prom-client collects first. */
     watchBacklog(read: () => Promise<Backlog>) {
-      let last: Backlog = { backlog: 0, dead: 0, awaitingReconciliation: 0, oldestPendingSeconds: 0 };
+      let last: Backlog = { backlog: 0, dead: 0, awaitingReconciliation: 0, oldestPendingSeconds: 0, webhooksPending: 0, webhooksFailed: 0 };
       let answered = 0;
       let reading: Promise<void> | undefined;
       // prom-client collects every gauge at once: they share one read in flight.
@@ -138,6 +158,8 @@ export function createMetrics() {
         'Pending charges and refunds past their settle window that the processor could not be asked about yet.',
         (v) => v.awaitingReconciliation,
       );
+      gauge('webhook_deliveries_pending', 'Webhook deliveries waiting for their next attempt (the delivery backlog).', (v) => v.webhooksPending);
+      gauge('webhook_deliveries_failed', 'Webhook deliveries dead-lettered and not redelivered, kept with their event.', (v) => v.webhooksFailed);
     },
   };
   metrics.breakerState.set(0);

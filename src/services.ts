@@ -3,11 +3,14 @@ import { chargePayments, createChargeOperation } from './charges/charges.service
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import type { JobQueue } from './db/job-queue.ts';
+import { createEvents, eventSettings } from './events/events.service.ts';
 import { createIdempotency, type IdempotentOperation } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import { createPayments, type PaymentType } from './payments/payments.service.ts';
 import type { ProcessorClient } from './processor/processor.client.ts';
 import { createRefundOperation, refundPayments } from './refunds/refunds.service.ts';
+import { createSecretBox } from './webhooks/secrets.ts';
+import { createWebhookEndpointOperation, createWebhooks, type DeliveryObserver, deliverySettings } from './webhooks/webhooks.service.ts';
 
 export function createServices(deps: {
   config: Config;
@@ -15,6 +18,7 @@ export function createServices(deps: {
   logger: Logger;
   processor: ProcessorClient;
   queue: JobQueue;
+  observeDeliveries?: DeliveryObserver;
 }) {
   const { config, db, logger, processor, queue } = deps;
   const idempotency = createIdempotency({
@@ -22,10 +26,12 @@ export function createServices(deps: {
     logger,
     settings: { leaseSeconds: config.IDEMPOTENCY_LEASE_SECONDS, ttlSeconds: config.IDEMPOTENCY_KEY_TTL_SECONDS },
   });
+  const events = createEvents({ db, settings: eventSettings(config) });
   const payments = createPayments({
     db,
     processor,
     queue,
+    events,
     logger,
     settings: {
       keyRetentionSeconds: config.PROCESSOR_KEY_RETENTION_SECONDS,
@@ -33,17 +39,30 @@ export function createServices(deps: {
       settleWindowSeconds: config.SETTLE_WINDOW_SECONDS,
     },
   });
+  const box = createSecretBox(config.WEBHOOK_SECRET_KEY);
+  const webhooks = createWebhooks({
+    db,
+    box,
+    events,
+    logger,
+    observe: deps.observeDeliveries,
+    settings: deliverySettings(config),
+  });
+  const createWebhookEndpoint = createWebhookEndpointOperation({ db, box });
   const createCharge = createChargeOperation({ payments });
   const createRefund = createRefundOperation({ payments });
   return {
     processor,
     queue,
     idempotency,
+    events,
     payments,
+    webhooks,
     createCharge,
     createRefund,
+    createWebhookEndpoint,
     /** Every idempotent operation, for the completer. */
-    operations: [createCharge, createRefund] as IdempotentOperation<unknown, unknown>[],
+    operations: [createCharge, createRefund, createWebhookEndpoint] as IdempotentOperation<unknown, unknown>[],
     /** Every kind of payment, by the name jobs carry. */
     paymentTypes: { charge: chargePayments, refund: refundPayments } as Record<'charge' | 'refund', PaymentType>,
   };

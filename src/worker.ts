@@ -5,7 +5,7 @@
 import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
-import { configureQueues, type PaymentJob, RECONCILE_QUEUE, SETTLE_QUEUE } from './db/job-queue.ts';
+import { configureQueues, type PaymentJob, RECONCILE_QUEUE, SETTLE_QUEUE, WEBHOOK_QUEUE } from './db/job-queue.ts';
 import { OUTCOME_RESERVE_MS } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -147,7 +147,22 @@ export function createWorker(deps: WorkerDeps) {
         const j = job as JobWithMetadata<PaymentJob>;
         await runJob(RECONCILE_QUEUE, j, (deadline) => payments.reconcile(paymentTypes[j.data.kind], j.data.id, deadline));
       });
+      await boss.work<{ delivery: string }>(WEBHOOK_QUEUE, { ...work, localConcurrency: config.JOB_CONCURRENCY }, async ([job]) => {
+        try {
+          await withDeadline(`job_${job!.id}`, config.WEBHOOK_TIMEOUT_MS + config.REQUEST_TIMEOUT_MS, () =>
+            services.webhooks.deliver(job!.data.delivery),
+          );
+          outage.recovered();
+        } catch (err) {
+          if (!outage.report(err, `${WEBHOOK_QUEUE} job`)) {
+            logger.error({ err, job_id: job!.id, delivery: job!.data.delivery }, 'webhook job failed unexpectedly; pg-boss will retry it');
+          }
+          throw err;
+        }
+      });
       every(config.SWEEP_INTERVAL_SECONDS, 'sweep', async () => {
+        const deliveries = await services.webhooks.redrive(SWEEP_BATCH);
+        if (deliveries) logger.warn({ deliveries }, 'sweep gave pending webhook deliveries without a job a new one');
         const { deadLetters, redriven } = await payments.sweep({ limit: SWEEP_BATCH });
         for (const dead of deadLetters) metrics?.deadLetters.inc({ kind: dead.kind });
         for (const payment of redriven) metrics?.redriven.inc({ kind: payment.kind });
@@ -167,8 +182,10 @@ export function createWorker(deps: WorkerDeps) {
           maxBatches: REAPER_MAX_BATCHES,
         });
         if (reaped) logger.info({ reaped, batches }, 'reaper deleted expired idempotency keys');
+        const events = await services.events.removeExpired({ batchSize: config.REAPER_BATCH_SIZE, maxBatches: REAPER_MAX_BATCHES });
+        if (events) logger.info({ events }, 'reaper deleted events past their retention');
       });
-      logger.info('worker started: settle and reconcile jobs, sweep, completer, reaper');
+      logger.info('worker started: settle, reconcile and webhook jobs, sweep, completer, reaper');
     },
 
     async stop(): Promise<void> {
@@ -176,6 +193,7 @@ export function createWorker(deps: WorkerDeps) {
       for (const timer of timers) clearInterval(timer);
       await boss.offWork(SETTLE_QUEUE, { wait: true });
       await boss.offWork(RECONCILE_QUEUE, { wait: true });
+      await boss.offWork(WEBHOOK_QUEUE, { wait: true });
       await Promise.allSettled([...running]);
     },
   };

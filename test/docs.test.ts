@@ -34,7 +34,9 @@ describe('openapi.yaml', () => {
       const post = (item as { post?: { parameters: unknown[]; responses: Record<string, unknown> } }).post;
       if (!post) continue;
       expect(post.parameters, path).toContainEqual({ $ref: '#/components/parameters/IdempotencyKey' });
-      expect(Object.keys(post.responses), path).toEqual(expect.arrayContaining(['202', '409', '422']));
+      expect(Object.keys(post.responses), path).toEqual(expect.arrayContaining(['409', '422']));
+      // A payment the processor could not answer for in time is accepted, pending.
+      if (path === '/v1/charges' || path === '/v1/refunds') expect(Object.keys(post.responses), path).toContain('202');
     }
   });
 });

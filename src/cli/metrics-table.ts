@@ -6,7 +6,7 @@ import { createMetrics } from '../metrics.ts';
 function fullRegistry() {
   const metrics = createMetrics();
   metrics.watchPool({ totalCount: 0, idleCount: 0, waitingCount: 0 } as Parameters<typeof metrics.watchPool>[0]);
-  metrics.watchBacklog(async () => ({ backlog: 0, dead: 0, awaitingReconciliation: 0, oldestPendingSeconds: 0 }));
+  metrics.watchBacklog(async () => ({ backlog: 0, dead: 0, awaitingReconciliation: 0, oldestPendingSeconds: 0, webhooksPending: 0, webhooksFailed: 0 }));
   return metrics.registry;
 }
 

@@ -2,7 +2,16 @@
 import { writeFileSync } from 'node:fs';
 import { z } from 'zod';
 import { chargeListSchema, chargeSchema, createChargeSchema } from '../charges/charges.schemas.ts';
+import { EVENT_TYPES, eventListSchema, eventSchema } from '../events/events.schemas.ts';
 import { createRefundSchema, refundSchema } from '../refunds/refunds.schemas.ts';
+import {
+  createdWebhookEndpointSchema,
+  createWebhookEndpointSchema,
+  deletedWebhookEndpointSchema,
+  webhookDeliveryListSchema,
+  webhookEndpointListSchema,
+  webhookEndpointSchema,
+} from '../webhooks/webhooks.schemas.ts';
 
 const jsonSchema = (schema: z.ZodType, io: 'input' | 'output' = 'output') => {
   const { $schema: _, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
@@ -157,6 +166,75 @@ export function openApiDocument() {
           },
         },
       },
+      '/v1/events': {
+        get: {
+          operationId: 'listEvents',
+          summary: 'List events, newest first: every state change of a charge or refund, kept EVENT_RETENTION_SECONDS (30 days)',
+          parameters: [
+            { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 } },
+            { name: 'starting_after', in: 'query', schema: { type: 'string' }, description: 'An event id: the cursor' },
+            { name: 'type', in: 'query', schema: { type: 'string', enum: [...EVENT_TYPES] }, description: 'Only events of this type' },
+          ],
+          responses: { '200': { description: 'A page', content: json(ref('EventList')) }, '400': ERRORS['400'], ...READ_ERRORS },
+        },
+      },
+      '/v1/events/{id}': {
+        get: {
+          operationId: 'getEvent',
+          summary: 'Read an event: the body its webhook deliveries carry',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'The event', content: json(ref('Event')) }, ...READ_ERRORS, '404': problem('not_found') },
+        },
+      },
+      '/v1/events/{id}/deliveries': {
+        get: {
+          operationId: 'listEventDeliveries',
+          summary: 'The webhook deliveries of an event, one per endpoint, with every attempt',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'Its deliveries', content: json(ref('WebhookDeliveryList')) }, ...READ_ERRORS, '404': problem('not_found') },
+        },
+      },
+      '/v1/webhook_endpoints': {
+        post: {
+          operationId: 'createWebhookEndpoint',
+          summary: 'Receive events at a URL; answers the signing secret, once per Idempotency-Key',
+          parameters: [{ $ref: '#/components/parameters/IdempotencyKey' }],
+          requestBody: { required: true, content: json(ref('CreateWebhookEndpoint')) },
+          responses: {
+            '201': { description: 'Made; the only answer that shows the secret', headers: replayed, content: json(ref('CreatedWebhookEndpoint')) },
+            ...ERRORS,
+            '400': problem(
+              'validation_failed (a URL that is not http(s), does not resolve, or resolves to an address that is not public), ' +
+                'malformed_json, idempotency_key_missing or idempotency_key_invalid',
+            ),
+            ...IDEMPOTENT_ERRORS,
+            '409': problem('idempotency_key_in_use (carries Retry-After), or too_many_webhook_endpoints (16 per account)'),
+          },
+        },
+        get: {
+          operationId: 'listWebhookEndpoints',
+          summary: 'List webhook endpoints, newest first (secrets are never shown again)',
+          responses: { '200': { description: 'All of them', content: json(ref('WebhookEndpointList')) }, ...READ_ERRORS },
+        },
+      },
+      '/v1/webhook_endpoints/{id}': {
+        get: {
+          operationId: 'getWebhookEndpoint',
+          summary: 'Read a webhook endpoint',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'The endpoint', content: json(ref('WebhookEndpoint')) }, ...READ_ERRORS, '404': problem('not_found') },
+        },
+        delete: {
+          operationId: 'deleteWebhookEndpoint',
+          summary: 'Delete a webhook endpoint; deliveries to it stop',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            '200': { description: 'Deleted', content: json(ref('DeletedWebhookEndpoint')) },
+            ...READ_ERRORS,
+            '404': problem('not_found'),
+          },
+        },
+      },
       '/livez': {
         get: { operationId: 'getLiveness', summary: 'Liveness: the process runs', security: [], responses: { '200': { description: 'Alive' }, '400': UNREADABLE } },
       },
@@ -214,6 +292,17 @@ export function openApiDocument() {
         Declined: { ...jsonSchema(declinedSchema), properties: { ...jsonSchema(declinedSchema).properties, charge: ref('Charge') } },
         RefundFailed: { ...jsonSchema(refundFailedSchema), properties: { ...jsonSchema(refundFailedSchema).properties, refund: ref('Refund') } },
         NotReady: jsonSchema(notReadySchema),
+        Event: jsonSchema(eventSchema),
+        EventList: { ...jsonSchema(eventListSchema), properties: { ...jsonSchema(eventListSchema).properties, data: { type: 'array', items: ref('Event') } } },
+        CreateWebhookEndpoint: jsonSchema(createWebhookEndpointSchema, 'input'),
+        WebhookEndpoint: jsonSchema(webhookEndpointSchema),
+        CreatedWebhookEndpoint: jsonSchema(createdWebhookEndpointSchema),
+        WebhookEndpointList: {
+          ...jsonSchema(webhookEndpointListSchema),
+          properties: { ...jsonSchema(webhookEndpointListSchema).properties, data: { type: 'array', items: ref('WebhookEndpoint') } },
+        },
+        DeletedWebhookEndpoint: jsonSchema(deletedWebhookEndpointSchema),
+        WebhookDeliveryList: jsonSchema(webhookDeliveryListSchema),
       },
     },
   };

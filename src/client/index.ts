@@ -7,10 +7,14 @@ import type {
   ClientOptions,
   CreateChargeParams,
   CreateRefundParams,
+  CreateWebhookEndpointParams,
+  Event,
+  EventType,
   List,
   PaymentsClient,
   Refund,
   RequestOptions,
+  WebhookEndpoint,
 } from './types.ts';
 
 export { PaymentsError } from './errors.ts';
@@ -23,16 +27,20 @@ export type {
   ClientOptions,
   CreateChargeParams,
   CreateRefundParams,
+  CreateWebhookEndpointParams,
+  Event,
+  EventType,
   FieldError,
   List,
   PaymentsClient,
   Refund,
   RequestOptions,
+  WebhookEndpoint,
 } from './types.ts';
 
 const WAIT_DEFAULTS = { timeoutMs: 60_000, intervalMs: 500 } as const;
 
-function idPath(collection: 'charges' | 'refunds', id: string): string {
+function idPath(collection: 'charges' | 'refunds' | 'events' | 'webhook_endpoints', id: string): string {
   if (typeof id !== 'string' || id === '') throw new TypeError(`a ${collection.slice(0, -1)} id is required`);
   return `/v1/${collection}/${encodeURIComponent(id)}`;
 }
@@ -47,13 +55,13 @@ export function createClient(options: ClientOptions): PaymentsClient {
   const post = async <T>(path: string, body: unknown, requestOptions?: RequestOptions) =>
     (await sender.send<T>({ method: 'POST', path, body, idempotencyKey: keyFor(requestOptions) })).body;
 
-  const listCharges = (params: { limit?: number; starting_after?: string } = {}) => {
+  const list = <T>(collection: string, params: Record<string, string | number | undefined>) => {
     const query = new URLSearchParams();
-    if (params.limit !== undefined) query.set('limit', String(params.limit));
-    if (params.starting_after !== undefined) query.set('starting_after', params.starting_after);
+    for (const [name, value] of Object.entries(params)) if (value !== undefined) query.set(name, String(value));
     const qs = query.toString();
-    return get<List<Charge>>(`/v1/charges${qs ? `?${qs}` : ''}`);
+    return get<List<T>>(`/v1/${collection}${qs ? `?${qs}` : ''}`);
   };
+  const listCharges = (params: { limit?: number; starting_after?: string } = {}) => list<Charge>('charges', params);
 
   async function waitFor<T extends Charge | Refund>(
     payment: T,
@@ -112,6 +120,26 @@ export function createClient(options: ClientOptions): PaymentsClient {
       create: (params: CreateRefundParams, requestOptions?: RequestOptions) =>
         post<Refund>('/v1/refunds', params, requestOptions),
       retrieve: async (id: string) => get<Refund>(idPath('refunds', id)),
+    },
+    events: {
+      retrieve: async (id: string) => get<Event>(idPath('events', id)),
+      list: (params: { limit?: number; starting_after?: string; type?: EventType } = {}) => list<Event>('events', params),
+    },
+    webhookEndpoints: {
+      create: (params: CreateWebhookEndpointParams, requestOptions?: RequestOptions) =>
+        post<WebhookEndpoint & { secret: string }>('/v1/webhook_endpoints', params, requestOptions),
+      retrieve: async (id: string) => get<WebhookEndpoint>(idPath('webhook_endpoints', id)),
+      list: () => list<WebhookEndpoint>('webhook_endpoints', {}),
+      async del(id: string) {
+        const deleted = { id, object: 'webhook_endpoint' as const, deleted: true as const };
+        try {
+          return (await sender.send<typeof deleted>({ method: 'DELETE', path: idPath('webhook_endpoints', id) })).body;
+        } catch (err) {
+          // A retry of a delete whose first answer was lost finds nothing: that first attempt deleted it.
+          if (err instanceof PaymentsError && err.status === 404 && err.attempts > 1) return deleted;
+          throw err;
+        }
+      },
     },
     waitFor,
   };

@@ -10,7 +10,7 @@ const MIN_ATTEMPT_MS = 100;
 const USER_AGENT = 'payments-exactly-once-client/0.1.0';
 
 export interface Call {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'DELETE';
   /** Path and query, e.g. /v1/charges?limit=2 */
   path: string;
   body?: unknown;

@@ -67,6 +67,40 @@ export interface Refund {
   created: string;
 }
 
+export type EventType =
+  | 'charge.pending'
+  | 'charge.succeeded'
+  | 'charge.failed'
+  | 'refund.pending'
+  | 'refund.succeeded'
+  | 'refund.failed'
+  | 'webhook_endpoint.disabled';
+
+/** A state change, as GET /v1/events shows it and a webhook delivers it. */
+export interface Event<T = Charge | Refund | WebhookEndpoint> {
+  id: string;
+  object: 'event';
+  type: EventType;
+  created: string;
+  data: { object: T };
+}
+
+export interface WebhookEndpoint {
+  id: string;
+  object: 'webhook_endpoint';
+  url: string;
+  enabled_events: (EventType | '*')[];
+  status: 'enabled' | 'disabled';
+  disabled_reason: string | null;
+  created: string;
+}
+
+export interface CreateWebhookEndpointParams {
+  url: string;
+  /** The event types to send, or ['*'] for all of them. */
+  enabled_events: (EventType | '*')[];
+}
+
 export interface List<T> {
   object: 'list';
   data: T[];
@@ -113,6 +147,17 @@ export interface PaymentsClient {
   refunds: {
     create(params: CreateRefundParams, options?: RequestOptions): Promise<Refund>;
     retrieve(id: string): Promise<Refund>;
+  };
+  events: {
+    retrieve(id: string): Promise<Event>;
+    list(params?: { limit?: number; starting_after?: string; type?: EventType }): Promise<List<Event>>;
+  };
+  webhookEndpoints: {
+    /** Resolves with the endpoint and its signing secret, which no other call shows. */
+    create(params: CreateWebhookEndpointParams, options?: RequestOptions): Promise<WebhookEndpoint & { secret: string }>;
+    retrieve(id: string): Promise<WebhookEndpoint>;
+    list(): Promise<List<WebhookEndpoint>>;
+    del(id: string): Promise<{ id: string; object: 'webhook_endpoint'; deleted: true }>;
   };
   /**
    * Follows a pending charge or refund (GET, polling with backoff) until it is succeeded or failed, or the

@@ -11,6 +11,8 @@ export const JOB_SCHEMA = 'pgboss';
 export const SETTLE_QUEUE = 'settle';
 /** Asks the processor, slowly and for as long as it takes, what became of a payment past its window. */
 export const RECONCILE_QUEUE = 'reconcile';
+/** Delivers one event to one webhook endpoint: one attempt per job, the next one made by the attempt. */
+export const WEBHOOK_QUEUE = 'webhook';
 /** Jobs that ran out of attempts on errors; the sweep counts each and drives its payment again. */
 export const SETTLE_DEAD_QUEUE = 'settle-dead';
 
@@ -28,6 +30,7 @@ export type QueueSettings = Pick<
   | 'SETTLE_WINDOW_SECONDS'
   | 'RECONCILE_INTERVAL_SECONDS'
   | 'REQUEST_TIMEOUT_MS'
+  | 'WEBHOOK_TIMEOUT_MS'
 >;
 
 // A job's work ends by its deadline (REQUEST_TIMEOUT_MS). One still active well after that was lost: its
@@ -60,6 +63,16 @@ export function queueOptions(settings: QueueSettings) {
       expireInSeconds: jobExpireSeconds(settings),
       retentionSeconds: DEAD_LETTER_RETENTION_SECONDS,
       deadLetter: SETTLE_DEAD_QUEUE,
+    },
+    // A delivery's own retries are made by its attempts (webhooks.service.ts); pg-boss retries a job only
+    // when its run failed unexpectedly (the database went away), and one that runs out is redriven by the sweep.
+    [WEBHOOK_QUEUE]: {
+      retryLimit: 5,
+      retryDelay: 5,
+      retryBackoff: true,
+      retryDelayMax: 300,
+      expireInSeconds: Math.max(10, Math.ceil((3 * (settings.WEBHOOK_TIMEOUT_MS + settings.REQUEST_TIMEOUT_MS)) / 1000)),
+      retentionSeconds: 86400,
     },
   };
 }

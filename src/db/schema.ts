@@ -88,10 +88,64 @@ export interface RefundsTable {
   updated_at: Generated<Date>;
 }
 
+export interface EventsTable {
+  id: string;
+  account_id: string;
+  type: string;
+  data: Json<JsonObject>;
+  created_at: CreatedAt;
+}
+
+export type WebhookEndpointStatus = 'enabled' | 'disabled';
+
+export interface WebhookEndpointsTable {
+  id: string;
+  account_id: string;
+  idempotency_key_id: string | null;
+  url: string;
+  enabled_events: string[];
+  secret_ciphertext: string;
+  status: Generated<WebhookEndpointStatus>;
+  disabled_reason: string | null;
+  last_success_at: Date | null;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+}
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface WebhookDeliveriesTable {
+  id: Generated<string>;
+  event_id: string;
+  endpoint_id: string;
+  account_id: string;
+  status: Generated<DeliveryStatus>;
+  attempts: Generated<number>;
+  next_attempt_at: Generated<Date>;
+  window_ends_at: Date;
+  last_error: string | null;
+  delivered_at: Date | null;
+  created_at: CreatedAt;
+}
+
+export interface WebhookDeliveryAttemptsTable {
+  id: Generated<string>;
+  delivery_id: string;
+  attempt: number;
+  started_at: Date;
+  duration_ms: number;
+  response_status: number | null;
+  error: string | null;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
   idempotency_keys: IdempotencyKeysTable;
   charges: ChargesTable;
   refunds: RefundsTable;
+  events: EventsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_delivery_attempts: WebhookDeliveryAttemptsTable;
 }

@@ -140,15 +140,16 @@ export async function deleteExpiredKey(db: DbOrTrx, id: string): Promise<void> {
 export const LEASE_HELD: RawBuilder<boolean> = sql<boolean>`exists (select 1 from lease)`;
 
 /**
- * The last phase in one statement: `change` (a data-modifying statement that returns a row when it
- * changed something, guarded by LEASE_HELD) and the key finished with `response`, both or neither. The
- * key's row is locked first, so a lease taken over meanwhile is seen, not a snapshot's stale one. False when `change` changed
- * nothing or the lease was lost: the caller then records the outcome the careful way.
+ * The last phase in one statement: `changes` (CTEs, the first named `change`: a data-modifying statement
+ * that returns a row when it changed something, guarded by LEASE_HELD; the others write only when it did)
+ * and the key finished with `response`, all or nothing. The key's row is locked first, so a lease taken
+ * over meanwhile is seen, not a snapshot's stale one. False when `change` changed nothing or the lease was
+ * lost: the caller then records the outcome the careful way.
  */
 export async function finishKeyWith(
   db: DbOrTrx,
   key: Pick<KeyRow, 'id' | 'lease_token'>,
-  change: RawBuilder<unknown>,
+  changes: RawBuilder<unknown>,
   response: { status: number; body: JsonObject; headers: Record<string, string> },
 ): Promise<boolean> {
   const { rows } = await sql<{ finished: number }>`
@@ -157,7 +158,7 @@ export async function finishKeyWith(
       where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
       for no key update
     ),
-    change as (${change}),
+    ${changes},
     finished as (
       update idempotency_keys
       set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = ${response.status},

@@ -63,11 +63,12 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
    */
   callOut(key: KeyRow, deadline: number, intent?: unknown): Promise<Outcome>;
   /**
-   * The outcome as one change to write with the key's finish in one statement, and the answer it gives;
-   * undefined when it needs more (the careful way). The change must be guarded by `leaseHeld`, true while
-   * this run holds the key's lease (the key's row is locked for the statement, so it stays true).
+   * The outcome as changes to write with the key's finish in one statement, and the answer it gives;
+   * undefined when it needs more (the careful way). `changes` is one or more CTEs, the first named `change`
+   * and guarded by `leaseHeld` (true while this run holds the key's lease: the key's row is locked for the
+   * statement, so it stays true), the others writing only when `change` did.
    */
-  finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { change: RawBuilder<unknown>; response: StoredResponse } | undefined;
+  finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { changes: RawBuilder<unknown>; response: StoredResponse } | undefined;
   /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
   recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
 }
@@ -203,7 +204,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     try {
       const outcome = await op.callOut(key, deadline, intent);
       const atOnce = op.finishAtOnce?.(outcome, LEASE_HELD);
-      if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.change, atOnce.response)))) {
+      if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.changes, atOnce.response)))) {
         return atOnce.response;
       }
       return await inTransaction(db, async (trx) => {

@@ -12,11 +12,12 @@
 //        │ never seen                     │ processor unreachable
 //        ▼                                ▼
 //   void the key ──▶ failed         pending, flagged, reconcile job asks slowly until it can
-import type { RawBuilder } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
+import type { Events } from '../events/events.service.ts';
 import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import type {
@@ -115,10 +116,11 @@ export function createPayments(deps: {
   db: Db;
   processor: ProcessorClient;
   queue: JobQueue;
+  events: Events;
   logger: Logger;
   settings: PaymentSettings;
 }) {
-  const { db, processor, queue, logger, settings } = deps;
+  const { db, processor, queue, events, logger, settings } = deps;
 
   /** A payment this run created a moment ago, with what its age means, as findPaymentState would say. */
   const justCreated = <Row extends PaymentRow>(row: Row): PaymentState<Row> => ({
@@ -173,6 +175,7 @@ export function createPayments(deps: {
     const finished = await finishPayment<Row>(trx, type.table, id, finalOf(type.kind, outcome));
     if (finished) {
       if (finished.status === 'failed') await type.afterFailed?.(trx, finished);
+      await events.record(trx, finished.account_id, `${type.kind}.${finished.status}`, type.present(finished));
       return finished;
     }
     const current = await lockPayment<Row>(trx, type.table, id);
@@ -255,12 +258,17 @@ export function createPayments(deps: {
       type: PaymentType<Row>,
       { answer, payment }: Attempt<Row>,
       leaseHeld: RawBuilder<boolean>,
-    ): { change: RawBuilder<unknown>; response: StoredResponse } | undefined {
+    ): { changes: RawBuilder<unknown>; response: StoredResponse } | undefined {
       if (!answer || answer.kind === 'unavailable' || payment.status !== 'pending') return undefined;
       const final = finalOf(type.kind, answer);
       if (final.status === 'failed' && type.afterFailed) return undefined;
       const row = { ...payment, ...final, reconcile_since: null };
-      return { change: finishPaymentChange(type.table, payment.id, final, leaseHeld), response: paymentResponse(type, row) };
+      const changed = sql<boolean>`exists (select 1 from change)`;
+      return {
+        changes: sql`change as (${finishPaymentChange(type.table, payment.id, final, leaseHeld)}),
+          ${events.ctes(row.account_id, `${type.kind}.${final.status}`, type.present(row), changed)}`,
+        response: paymentResponse(type, row),
+      };
     },
 
     /**
@@ -277,8 +285,10 @@ export function createPayments(deps: {
       const payment = await findPaymentState<Row>(trx, type.table, { keyId }, settings);
       if (!payment) throw new Error(`no ${type.kind} for idempotency key ${keyId}`);
       const row = await apply(trx, type, payment.id, outcome);
-      if (row.status === 'pending' && !row.reconcile_since) {
-        await queue.enqueue(trx, SETTLE_QUEUE, { kind: type.kind, id: row.id });
+      if (row.status === 'pending') {
+        // The client is told 202 pending: that is the payment's first state anyone outside hears of.
+        if (!row.reconcile_since) await queue.enqueue(trx, SETTLE_QUEUE, { kind: type.kind, id: row.id });
+        await events.record(trx, row.account_id, `${type.kind}.pending`, type.present(row));
       }
       return paymentResponse(type, row);
     },

@@ -10,7 +10,7 @@ import { type RunningSimulator, startSimulator } from '../../src/simulator/simul
 import { charge, createTestContext, newKey, type TestContext } from '../helpers/context.ts';
 import { type Gate, startGate } from '../helpers/gate.ts';
 
-type Method = 'get' | 'post';
+type Method = 'get' | 'post' | 'delete';
 interface MediaType {
   schema?: unknown;
 }
@@ -167,6 +167,35 @@ describe('answers match openapi.yaml', () => {
     } finally {
       await limited.destroy();
     }
+  });
+
+  it('events and webhook endpoints', async () => {
+    const endpoint = (body: object, key = newKey()) =>
+      request(ctx.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', key).send(body);
+    const key = newKey();
+    const created = conforms('post', '/v1/webhook_endpoints', await endpoint({ url: 'https://93.184.215.14/hooks', enabled_events: ['*'] }, key));
+    expect(created.status).toBe(201);
+    expect(conforms('post', '/v1/webhook_endpoints', await endpoint({ url: 'https://93.184.215.14/hooks', enabled_events: ['*'] }, key)).status).toBe(201);
+    expect(conforms('post', '/v1/webhook_endpoints', await endpoint({ url: 'https://93.184.215.14/other', enabled_events: ['*'] }, key)).status).toBe(422);
+    expect(conforms('post', '/v1/webhook_endpoints', await endpoint({ url: 'http://127.0.0.1/hooks', enabled_events: ['*'] })).status).toBe(400);
+    expect(conforms('post', '/v1/webhook_endpoints', await request(ctx.app).post('/v1/webhook_endpoints').send({})).status).toBe(401);
+    expect(conforms('get', '/v1/webhook_endpoints', await request(ctx.app).get('/v1/webhook_endpoints').set(auth)).status).toBe(200);
+    const path = `/v1/webhook_endpoints/${created.body.id}`;
+    expect(conforms('get', '/v1/webhook_endpoints/{id}', await request(ctx.app).get(path).set(auth)).status).toBe(200);
+    expect(conforms('delete', '/v1/webhook_endpoints/{id}', await request(ctx.app).delete(path).set(auth)).status).toBe(200);
+    expect(conforms('delete', '/v1/webhook_endpoints/{id}', await request(ctx.app).delete(path).set(auth)).status).toBe(404);
+    expect(conforms('get', '/v1/webhook_endpoints/{id}', await request(ctx.app).get(path).set(auth)).status).toBe(404);
+
+    await postCharge(newKey());
+    const list = conforms('get', '/v1/events', await request(ctx.app).get('/v1/events?limit=1').set(auth));
+    expect(list.status).toBe(200);
+    expect(conforms('get', '/v1/events', await request(ctx.app).get('/v1/events?type=nope').set(auth)).status).toBe(400);
+    const [event] = list.body.data;
+    expect(conforms('get', '/v1/events/{id}', await request(ctx.app).get(`/v1/events/${event.id}`).set(auth)).status).toBe(200);
+    expect(conforms('get', '/v1/events/{id}', await request(ctx.app).get('/v1/events/evt_nope').set(auth)).status).toBe(404);
+    const deliveries = `/v1/events/${event.id}/deliveries`;
+    expect(conforms('get', '/v1/events/{id}/deliveries', await request(ctx.app).get(deliveries).set(auth)).status).toBe(200);
+    expect(conforms('get', '/v1/events/{id}/deliveries', await request(ctx.app).get('/v1/events/evt_nope/deliveries').set(auth)).status).toBe(404);
   });
 
   it('the operations endpoints', async () => {

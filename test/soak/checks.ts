@@ -116,6 +116,21 @@ export interface CheckInput {
   attemptTimeoutMs: number;
   /** Queue jobs still `active` long after any handler could be running, by their payment (`charge:ch_…`). */
   orphans: Map<string, OrphanJob>;
+  /** The account's events, and what the soak's webhook receiver made of their deliveries. */
+  webhooks: WebhookObservation;
+}
+
+export interface WebhookObservation {
+  events: { id: string; type: string; object_id: string }[];
+  /** Deliveries by status at the end. */
+  deliveries: Record<string, number>;
+  /** webhook-ids the receiver verified and accepted (each once). */
+  accepted: Set<string>;
+  /** Requests the receiver got, those it answered with an error on purpose, and verified repeats of an accepted id. */
+  received: number;
+  refusedOnPurpose: number;
+  duplicates: number;
+  unverified: string[];
 }
 
 export interface OrphanJob {
@@ -362,6 +377,37 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
       ...processes.deadAtEnd.map((n) => `${n} not running at the end`),
     ];
     results.push(result(8, 'no process exited unexpectedly (SIGTERM: a clean exit 0 within the grace)', bad, 'the killed and SIGTERMed excepted'));
+  }
+
+  // (11) every state change is one event, and every event reached the receiver at least once, verified.
+  {
+    const bad: string[] = [];
+    const { webhooks } = input;
+    const finalEvents = new Map<string, string[]>();
+    for (const e of webhooks.events) {
+      if (!/\.(succeeded|failed)$/.test(e.type)) continue;
+      finalEvents.set(e.object_id, [...(finalEvents.get(e.object_id) ?? []), e.type]);
+    }
+    const oneFinalEvent = (kind: 'charge' | 'refund', row: { id: string; status: string }) => {
+      const types = finalEvents.get(row.id) ?? [];
+      const expected = row.status === 'pending' ? [] : [`${kind}.${row.status}`];
+      if (types.join() !== expected.join()) bad.push(`${kind} ${row.id} is ${row.status}, its final events: ${types.join(', ') || 'none'}`);
+    };
+    for (const c of charges) oneFinalEvent('charge', c);
+    for (const r of refunds) oneFinalEvent('refund', r);
+    const eventIds = new Set(webhooks.events.map((e) => e.id));
+    for (const e of webhooks.events) if (!webhooks.accepted.has(e.id)) bad.push(`event ${e.id} (${e.type} of ${e.object_id}) never reached the receiver`);
+    for (const id of webhooks.accepted) if (!eventIds.has(id)) bad.push(`the receiver accepted ${id}, which is no event of this account`);
+    for (const id of webhooks.unverified) bad.push(`a delivery of ${id} did not verify`);
+    if (webhooks.deliveries.pending || webhooks.deliveries.failed) bad.push(`deliveries left: ${JSON.stringify(webhooks.deliveries)}`);
+    results.push(
+      result(
+        11,
+        'every state change is one event, and every event was delivered at least once, verified (webhook receiver)',
+        bad,
+        `${webhooks.events.length} events, ${webhooks.accepted.size} accepted by the receiver; ${webhooks.received} requests, ${webhooks.refusedOnPurpose} refused on purpose, ${webhooks.duplicates} repeats deduplicated; deliveries ${JSON.stringify(webhooks.deliveries)}`,
+      ),
+    );
   }
 
   // (10) the client SDK kept its own bounds: an attempt ends by its timeout, a call by its deadline.

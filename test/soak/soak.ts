@@ -25,6 +25,7 @@ import { createLogger } from '../../src/logger.ts';
 import type { LedgerEntry, VoidedKey } from '../../src/simulator/simulator.ts';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { freePort } from '../helpers/ports.ts';
+import { type Receiver, startReceiver } from '../helpers/receiver.ts';
 import { crashSummary, type ServiceProcess, sleep, startService, waitForReady } from '../helpers/processes.ts';
 import {
   type CallRecord,
@@ -84,6 +85,8 @@ const SIGTERM_GRACE_MS = 20_000;
 const ORPHAN_AFTER_SECONDS = 15;
 /** Once only payments flagged for reconciliation are pending, how long they may stay so before we stop waiting. */
 const FLAGGED_PATIENCE_MS = 20_000;
+// How long the soak waits, after every payment is final, for the last webhook deliveries to be taken.
+const DELIVERY_PATIENCE_MS = 60_000;
 
 interface Slot {
   name: string;
@@ -159,6 +162,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let cluster: TestCluster | undefined;
   let db: Db | undefined;
   let simulator: LoggedSimulator | undefined;
+  let receiver: Receiver | undefined;
   const slots: Slot[] = [];
   const expectedExits = new Set<ServiceProcess>();
   /** Every process the soak killed or stopped, when, and how. */
@@ -202,7 +206,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       SETTLE_WINDOW_SECONDS: String(plan.settleWindowSeconds),
       DB_CONNECTION_TIMEOUT_MS: '1000',
       SHUTDOWN_GRACE_MS: '5000',
+      // The soak's webhook receiver listens on this machine; retries at soak speed.
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+      WEBHOOK_TIMEOUT_MS: '2000',
+      WEBHOOK_RETRY_DELAY_MS: '200',
+      WEBHOOK_RETRY_DELAY_MAX_MS: '2000',
     };
+    // A receiver for every event, that refuses every fifth request: deliveries are retried under the faults.
+    receiver = await startReceiver({ failEvery: 5 });
+    const hooks = receiver;
 
     const watch = (slot: Slot, proc: ServiceProcess) => {
       void proc.exited.then((exit) => {
@@ -237,6 +249,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       }
     }
     await Promise.all(slots.map((s) => ready(s)));
+    const endpoint = await createClient({ baseUrl: slots[0]!.baseUrl, apiKey }).webhookEndpoints.create({ url: hooks.url, enabled_events: ['*'] });
+    hooks.setSecret(endpoint.secret);
     for (const s of slots) {
       const r = rss.get(s.proc.pid)!;
       r.startKb = await vmRssKb(s.proc.pid);
@@ -708,6 +722,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       `settle: pending at the heal ${atStart.c} charges (${atStart.cf} flagged) + ${atStart.r} refunds (${atStart.rf} flagged); after ${secs(timings.settle!)}: ${last.c} charges (${last.cf} flagged) + ${last.r} refunds (${last.rf} flagged)`,
     );
 
+    // Webhook deliveries of the last changes: retried until the receiver took them.
+    const deliveriesStart = Date.now();
+    const pendingDeliveries = async () =>
+      (await sql<{ n: number }>`select count(*)::int as n from webhook_deliveries where status = 'pending'`.execute(database)).rows[0]!.n;
+    while ((await pendingDeliveries()) > 0 && Date.now() - deliveriesStart < DELIVERY_PATIENCE_MS) await sleep(500);
+    mark('webhook deliveries', deliveriesStart);
+    note(`webhooks: ${await pendingDeliveries()} deliveries pending after ${secs(timings['webhook deliveries']!)}`);
+
     // ---------------------------------------------------------------- checks
     const checkStart = Date.now();
     for (const s of slots) {
@@ -784,6 +806,22 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       attempts,
       attemptTimeoutMs: CLIENT_TIMEOUT_MS,
       orphans,
+      webhooks: {
+        events: (
+          await sql<{ id: string; type: string; object_id: string }>`
+            select id, type, data->>'id' as object_id from events where account_id = ${account.id}`.execute(database)
+        ).rows,
+        deliveries: Object.fromEntries(
+          (await sql<{ status: string; n: number }>`select status, count(*)::int as n from webhook_deliveries group by 1`.execute(database)).rows.map(
+            (r) => [r.status, r.n],
+          ),
+        ),
+        accepted: new Set(hooks.accepted.keys()),
+        received: hooks.received.length,
+        refusedOnPurpose: hooks.received.filter((d) => d.status === 500).length,
+        duplicates: hooks.duplicates,
+        unverified: hooks.unverified,
+      },
     });
     const mb = (kb: number | undefined) => (kb === undefined ? '-' : `${(kb / 1024).toFixed(0)} MB`);
     invariants.push({
@@ -948,6 +986,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     };
     await step('processes', () => Promise.all(slots.map((s) => s.proc.stop(5000))));
     await step('simulator', async () => simulator?.close());
+    await step('webhook receiver', async () => receiver?.close());
     await step('soak database handle', async () => within(db?.destroy() ?? Promise.resolve(), 5000));
     await step('cluster', async () => cluster?.destroy());
     timings.teardown = Date.now() - teardownStart;

@@ -1,0 +1,82 @@
+// Queries on events. An event is written by the statement or transaction that makes its change, with a
+// delivery (and its job) for every enabled endpoint of the account that wants it.
+import { type RawBuilder, type Selectable, sql } from 'kysely';
+import type { DbOrTrx } from '../db/database.ts';
+import type { EventsTable, JsonObject } from '../db/schema.ts';
+import { deliveryJobsFor } from '../webhooks/webhooks.repository.ts';
+import type { EventType } from './events.schemas.ts';
+
+export type EventRow = Selectable<EventsTable>;
+
+export interface NewEvent {
+  id: string;
+  accountId: string;
+  type: EventType;
+  object: JsonObject;
+}
+
+/**
+ * CTEs that write `event` when `when` holds, and for each enabled endpoint of its account that wants its
+ * type a delivery with its job (`deliveries`, `delivery_jobs`): all of them or none, with the statement.
+ */
+export function eventCtes(event: NewEvent, when: RawBuilder<boolean>, windowSeconds: number): RawBuilder<unknown> {
+  return sql`
+    event as (
+      insert into events (id, account_id, type, data)
+      select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb
+      where ${when}
+      returning id, account_id, type
+    ), deliveries as (
+      insert into webhook_deliveries (event_id, endpoint_id, account_id, window_ends_at)
+      select event.id, w.id, event.account_id, now() + make_interval(secs => ${windowSeconds})
+      from event
+      join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
+        and w.enabled_events && array[event.type, '*']
+      returning id, next_attempt_at
+    ), delivery_jobs as (${deliveryJobsFor(sql`deliveries`)})`;
+}
+
+/** Writes an event and its deliveries inside `trx`: they exist if and only if the transaction commits. */
+export async function insertEvent(trx: DbOrTrx, event: NewEvent, windowSeconds: number): Promise<void> {
+  await sql`with ${eventCtes(event, sql<boolean>`true`, windowSeconds)} select 1`.execute(trx);
+}
+
+export async function findEvent(db: DbOrTrx, accountId: string, id: string): Promise<EventRow | undefined> {
+  return db.selectFrom('events').selectAll().where('account_id', '=', accountId).where('id', '=', id).executeTakeFirst();
+}
+
+/** Newest first, after the event `afterId`, of one type or all (the cursor row is read inside the query). */
+export async function listEvents(
+  db: DbOrTrx,
+  accountId: string,
+  options: { limit: number; afterId?: string; type?: EventType },
+): Promise<EventRow[]> {
+  let query = db
+    .selectFrom('events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(options.limit);
+  if (options.type) query = query.where('type', '=', options.type);
+  if (options.afterId) {
+    query = query.where(sql<boolean>`(created_at, id) < (select e.created_at, e.id from events e where e.id = ${options.afterId})`);
+  }
+  return query.execute();
+}
+
+/**
+ * Deletes up to `limit` events older than the retention in one short statement (their deliveries and
+ * attempts go with them); an event with a delivery still pending is kept until it ends. Returns how many.
+ */
+export async function deleteExpiredEvents(db: DbOrTrx, retentionSeconds: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from events where id in (
+      select e.id from events e
+      where e.created_at <= now() - make_interval(secs => ${retentionSeconds})
+        and not exists (select 1 from webhook_deliveries d where d.event_id = e.id and d.status = 'pending')
+      order by e.created_at
+      limit ${limit}
+      for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

@@ -1,0 +1,76 @@
+// Events: what happened to a charge or refund, written in the transaction (or the statement) that made it
+// happen, so an event exists exactly when its change does. Reads for GET /v1/events; the reaper's removal.
+import type { RawBuilder } from 'kysely';
+import type { Config } from '../config.ts';
+import type { Db, DbOrTrx } from '../db/database.ts';
+import type { JsonObject } from '../db/schema.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
+import { newId } from '../ids.ts';
+import { objectId } from '../validation.ts';
+import { deleteExpiredEvents, eventCtes, type EventRow, findEvent, insertEvent, listEvents } from './events.repository.ts';
+import type { Event, EventType } from './events.schemas.ts';
+
+export function presentEvent(row: EventRow): Event {
+  return {
+    id: row.id,
+    object: 'event',
+    type: row.type as EventType,
+    created: row.created_at.toISOString(),
+    data: { object: row.data },
+  };
+}
+
+export interface EventSettings {
+  /** How long each delivery of a new event is retried (WEBHOOK_RETRY_WINDOW_SECONDS). */
+  deliveryWindowSeconds: number;
+  /** How long events are kept (EVENT_RETENTION_SECONDS). */
+  retentionSeconds: number;
+}
+
+export const eventSettings = (config: Config): EventSettings => ({
+  deliveryWindowSeconds: config.WEBHOOK_RETRY_WINDOW_SECONDS,
+  retentionSeconds: config.EVENT_RETENTION_SECONDS,
+});
+
+export function createEvents(deps: { db: Db; settings: EventSettings }) {
+  const { db, settings } = deps;
+  const event = (accountId: string, type: EventType, object: JsonObject) => ({ id: newId('evt'), accountId, type, object });
+  return {
+    /** Inside a transaction: the event and its deliveries commit with it or not at all. */
+    async record(trx: DbOrTrx, accountId: string, type: EventType, object: JsonObject): Promise<void> {
+      await insertEvent(trx, event(accountId, type, object), settings.deliveryWindowSeconds);
+    },
+
+    /** The same as CTEs of one statement (see eventCtes), written only when `when` holds. */
+    ctes(accountId: string, type: EventType, object: JsonObject, when: RawBuilder<boolean>): RawBuilder<unknown> {
+      return eventCtes(event(accountId, type, object), when, settings.deliveryWindowSeconds);
+    },
+
+    async get(accountId: string, id: string): Promise<Event> {
+      const row = objectId('evt').safeParse(id).success ? await findEvent(db, accountId, id) : undefined;
+      if (!row) throw new NotFoundError(`No event ${id}.`);
+      return presentEvent(row);
+    },
+
+    async list(accountId: string, query: { limit: number; starting_after?: string; type?: EventType }) {
+      if (query.starting_after && !(await findEvent(db, accountId, query.starting_after))) {
+        throw new ValidationError([{ path: 'starting_after', message: `no event ${query.starting_after}` }]);
+      }
+      const rows = await listEvents(db, accountId, { limit: query.limit + 1, afterId: query.starting_after, type: query.type });
+      return { object: 'list' as const, data: rows.slice(0, query.limit).map(presentEvent), has_more: rows.length > query.limit };
+    },
+
+    /** Removes events past their retention, a batch per statement, at most `maxBatches` per pass. */
+    async removeExpired(options: { batchSize: number; maxBatches: number }): Promise<number> {
+      let removed = 0;
+      for (let batch = 0; batch < options.maxBatches; batch += 1) {
+        const deleted = await deleteExpiredEvents(db, settings.retentionSeconds, options.batchSize);
+        removed += deleted;
+        if (deleted < options.batchSize) break;
+      }
+      return removed;
+    },
+  };
+}
+
+export type Events = ReturnType<typeof createEvents>;

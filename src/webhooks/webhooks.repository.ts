@@ -1,0 +1,204 @@
+// Queries on webhook endpoints and deliveries. A delivery's job is a row of pg-boss's `webhook` queue made
+// by our own INSERT, so it can be written in the same statement as the event (see eventCtes).
+import { type RawBuilder, type Selectable, sql } from 'kysely';
+import type { DbOrTrx } from '../db/database.ts';
+import { JOB_SCHEMA, WEBHOOK_QUEUE } from '../db/job-queue.ts';
+import type { WebhookDeliveriesTable, WebhookDeliveryAttemptsTable, WebhookEndpointsTable } from '../db/schema.ts';
+
+export type EndpointRow = Selectable<WebhookEndpointsTable>;
+export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type AttemptRow = Selectable<WebhookDeliveryAttemptsTable>;
+
+/**
+ * An INSERT of one `webhook` job per row of `source` (`id`: the delivery, `next_attempt_at`: when it is
+ * due), with the queue's own settings, as pg-boss's send would make it. The job's singleton key is the
+ * delivery's id, so the sweep can tell a delivery that lost its job.
+ */
+export function deliveryJobsFor(source: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`
+    insert into ${sql.table(`${JOB_SCHEMA}.job`)}
+      (name, data, singleton_key, start_after, retry_limit, retry_delay, retry_backoff, retry_delay_max,
+       expire_seconds, deletion_seconds, keep_until, policy, dead_letter)
+    select q.name, jsonb_build_object('delivery', d.id), d.id::text, d.next_attempt_at, q.retry_limit, q.retry_delay,
+           q.retry_backoff, q.retry_delay_max, q.expire_seconds, q.deletion_seconds,
+           d.next_attempt_at + make_interval(secs => q.retention_seconds), q.policy, q.dead_letter
+    from ${source} d join ${sql.table(`${JOB_SCHEMA}.queue`)} q on q.name = ${WEBHOOK_QUEUE}`;
+}
+
+export async function findEndpoint(db: DbOrTrx, accountId: string, id: string): Promise<EndpointRow | undefined> {
+  return db.selectFrom('webhook_endpoints').selectAll().where('account_id', '=', accountId).where('id', '=', id).executeTakeFirst();
+}
+
+export async function findEndpointByKey(db: DbOrTrx, keyId: string): Promise<EndpointRow | undefined> {
+  return db.selectFrom('webhook_endpoints').selectAll().where('idempotency_key_id', '=', keyId).executeTakeFirst();
+}
+
+export async function listEndpoints(db: DbOrTrx, accountId: string): Promise<EndpointRow[]> {
+  return db
+    .selectFrom('webhook_endpoints')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+}
+
+export async function deleteEndpoint(db: DbOrTrx, accountId: string, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('webhook_endpoints').where('account_id', '=', accountId).where('id', '=', id).executeTakeFirst();
+  return Number(result.numDeletedRows) === 1;
+}
+
+/** An event's deliveries, each with its attempts in order. */
+export async function listDeliveries(db: DbOrTrx, eventId: string): Promise<(DeliveryRow & { attempt_log: AttemptRow[] })[]> {
+  const { rows } = await sql<DeliveryRow & { attempt_log: AttemptRow[] }>`
+    select d.*, coalesce(
+      (select json_agg(a order by a.attempt) from webhook_delivery_attempts a where a.delivery_id = d.id), '[]') as attempt_log
+    from webhook_deliveries d where d.event_id = ${eventId}
+    order by d.created_at, d.id`.execute(db);
+  return rows;
+}
+
+/** What one delivery attempt needs: the delivery, its event, and its endpoint. */
+export type DeliveryTarget = DeliveryRow & {
+  type: string;
+  data: Record<string, unknown>;
+  event_created_at: Date;
+  url: string;
+  secret_ciphertext: string;
+  endpoint_status: string;
+};
+
+export async function findDeliveryTarget(db: DbOrTrx, id: string): Promise<DeliveryTarget | undefined> {
+  const { rows } = await sql<DeliveryTarget>`
+    select d.*, e.type, e.data, e.created_at as event_created_at, w.url, w.secret_ciphertext, w.status as endpoint_status
+    from webhook_deliveries d
+    join events e on e.id = d.event_id
+    join webhook_endpoints w on w.id = d.endpoint_id
+    where d.id = ${id}`.execute(db);
+  return rows[0];
+}
+
+export interface AttemptResult {
+  startedAt: Date;
+  durationMs: number;
+  responseStatus: number | null;
+  error: string | null;
+  ok: boolean;
+}
+
+/**
+ * Records attempt `attempt` (1-based) of a pending delivery: succeeded, due again after `retryDelayMs`, or
+ * failed for good (dead-lettered) when that would pass its window; with its job for the next attempt.
+ * Undefined when the attempt was recorded already (another run of the same delivery got there first).
+ */
+export async function recordAttempt(
+  trx: DbOrTrx,
+  id: string,
+  attempt: number,
+  result: AttemptResult,
+  retryDelayMs: number,
+): Promise<DeliveryRow | undefined> {
+  const next = sql`now() + make_interval(secs => ${retryDelayMs / 1000})`;
+  const { rows } = await sql<DeliveryRow>`
+    update webhook_deliveries
+    set attempts = ${attempt},
+        status = case when ${result.ok} then 'succeeded' when ${next} > window_ends_at then 'failed' else 'pending' end,
+        next_attempt_at = case when ${result.ok} or ${next} > window_ends_at then next_attempt_at else ${next} end,
+        delivered_at = case when ${result.ok} then now() end,
+        last_error = ${result.error}
+    where id = ${id} and status = 'pending' and attempts = ${attempt - 1}
+    returning *`.execute(trx);
+  const delivery = rows[0];
+  if (!delivery) return undefined;
+  await trx
+    .insertInto('webhook_delivery_attempts')
+    .values({
+      delivery_id: id,
+      attempt,
+      started_at: result.startedAt,
+      duration_ms: Math.round(result.durationMs),
+      response_status: result.responseStatus,
+      error: result.error,
+    })
+    .execute();
+  if (delivery.status === 'pending') {
+    await sql`${deliveryJobsFor(sql`(select ${id}::uuid as id, ${delivery.next_attempt_at}::timestamptz as next_attempt_at)`)}`.execute(trx);
+  } else if (delivery.status === 'succeeded') {
+    await trx.updateTable('webhook_endpoints').set({ last_success_at: sql<Date>`now()` }).where('id', '=', delivery.endpoint_id).execute();
+  }
+  return delivery;
+}
+
+/**
+ * Disables an endpoint that has not taken a delivery since `since` (the whole window of one that just
+ * failed for good), and fails its other pending deliveries; undefined when it took one meanwhile.
+ */
+export async function disableFailingEndpoint(trx: DbOrTrx, endpointId: string, since: Date, reason: string): Promise<EndpointRow | undefined> {
+  const endpoint = await trx
+    .updateTable('webhook_endpoints')
+    .set({ status: 'disabled', disabled_reason: reason, updated_at: sql<Date>`now()` })
+    .where('id', '=', endpointId)
+    .where('status', '=', 'enabled')
+    .where((eb) => eb.or([eb('last_success_at', 'is', null), eb('last_success_at', '<', since)]))
+    .returningAll()
+    .executeTakeFirst();
+  if (endpoint) {
+    await trx
+      .updateTable('webhook_deliveries')
+      .set({ status: 'failed', last_error: 'endpoint disabled' })
+      .where('endpoint_id', '=', endpointId)
+      .where('status', '=', 'pending')
+      .execute();
+  }
+  return endpoint;
+}
+
+/**
+ * An operator's redelivery: failed deliveries of an event or of an endpoint become pending again, due now,
+ * with a new window and a job each; their endpoints are enabled again. Returns how many.
+ */
+export async function redeliverFailed(
+  db: DbOrTrx,
+  target: { eventId: string } | { endpointId: string },
+  windowSeconds: number,
+): Promise<number> {
+  const which = 'eventId' in target ? sql`d.event_id = ${target.eventId}` : sql`d.endpoint_id = ${target.endpointId}`;
+  const { rows } = await sql<{ redelivered: number }>`
+    with redelivered as (
+      update webhook_deliveries d
+      set status = 'pending', next_attempt_at = now(), window_ends_at = now() + make_interval(secs => ${windowSeconds}),
+          last_error = null
+      where ${which} and d.status = 'failed'
+      returning d.id, d.next_attempt_at, d.endpoint_id
+    ), enabled as (
+      update webhook_endpoints w set status = 'enabled', disabled_reason = null, updated_at = now()
+      where w.status = 'disabled' and (w.id in (select endpoint_id from redelivered)
+        ${'endpointId' in target ? sql`or w.id = ${target.endpointId}` : sql``})
+    ), jobs as (${deliveryJobsFor(sql`redelivered`)})
+    select count(*)::int as redelivered from redelivered`.execute(db);
+  return rows[0]?.redelivered ?? 0;
+}
+
+/** Gives pending deliveries that are due and have no live job (it ran out of retries on errors) a new one. */
+export async function redriveDriverlessDeliveries(db: DbOrTrx, limit: number): Promise<number> {
+  const { rows } = await sql<{ redriven: number }>`
+    with driverless as (
+      select d.id, now() as next_attempt_at from webhook_deliveries d
+      where d.status = 'pending' and d.next_attempt_at <= now()
+        and not exists (
+          select 1 from ${sql.table(`${JOB_SCHEMA}.job`)} j
+          where j.name = ${WEBHOOK_QUEUE} and j.singleton_key = d.id::text and j.state < 'completed')
+      order by d.next_attempt_at
+      limit ${limit}
+    ), jobs as (${deliveryJobsFor(sql`driverless`)})
+    select count(*)::int as redriven from driverless`.execute(db);
+  return rows[0]?.redriven ?? 0;
+}
+
+/** Deliveries waiting (pending) and dead-lettered (failed, kept with their event), for the gauges. */
+export async function deliveryBacklog(db: DbOrTrx): Promise<{ pending: number; failed: number }> {
+  const { rows } = await sql<{ pending: number; failed: number }>`
+    select (select count(*) from webhook_deliveries where status = 'pending')::int as pending,
+           (select count(*) from webhook_deliveries where status = 'failed')::int as failed`.execute(db);
+  return rows[0] ?? { pending: 0, failed: 0 };
+}

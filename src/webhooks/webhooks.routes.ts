@@ -1,0 +1,41 @@
+import { Router } from 'express';
+import { ValidationError } from '../errors.ts';
+import { respondIdempotently } from '../idempotency/idempotency.http.ts';
+import type { Idempotency, IdempotentOperation } from '../idempotency/idempotency.service.ts';
+import { parseWith } from '../validation.ts';
+import { refusedUrl } from './url-safety.ts';
+import { type CreateWebhookEndpointParams, createWebhookEndpointSchema } from './webhooks.schemas.ts';
+import type { Webhooks } from './webhooks.service.ts';
+
+export function webhookRoutes(deps: {
+  idempotency: Idempotency;
+  createEndpoint: IdempotentOperation<CreateWebhookEndpointParams>;
+  webhooks: Webhooks;
+  allowPrivateUrls: boolean;
+  lookupTimeoutMs: number;
+}): Router {
+  const router = Router();
+
+  // The URL's host is resolved before anything is stored: an address that is not public is refused here,
+  // and again at every delivery (a name may resolve elsewhere later).
+  router.post('/webhook_endpoints', async (req, res) => {
+    const { url } = parseWith(createWebhookEndpointSchema, req.body);
+    const refused = await refusedUrl(new URL(url), { allowPrivate: deps.allowPrivateUrls, timeoutMs: deps.lookupTimeoutMs });
+    if (refused) throw new ValidationError([{ path: 'url', message: refused }], `Webhooks are not sent to ${url}: ${refused}.`);
+    await respondIdempotently(req, res, deps.idempotency, deps.createEndpoint);
+  });
+
+  router.get('/webhook_endpoints', async (_req, res) => {
+    res.json(await deps.webhooks.listEndpoints(res.locals.account!.id));
+  });
+
+  router.get('/webhook_endpoints/:id', async (req, res) => {
+    res.json(await deps.webhooks.getEndpoint(res.locals.account!.id, req.params.id));
+  });
+
+  router.delete('/webhook_endpoints/:id', async (req, res) => {
+    res.json(await deps.webhooks.deleteEndpoint(res.locals.account!.id, req.params.id));
+  });
+
+  return router;
+}

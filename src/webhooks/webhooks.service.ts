@@ -1,0 +1,278 @@
+// Webhook endpoints (made idempotently, like every POST) and the delivery of events to them: one job per
+// (event, endpoint), one attempt per job, signed per the Standard Webhooks specification, retried with
+// exponential backoff and full jitter until its window ends, then dead-lettered; an endpoint that took
+// nothing for a whole window is disabled, and an event says so.
+import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { sql } from 'kysely';
+import type { Config } from '../config.ts';
+import { type Db, inTransaction } from '../db/database.ts';
+import { NotFoundError, ProblemError } from '../errors.ts';
+import { presentEvent } from '../events/events.service.ts';
+import type { Events } from '../events/events.service.ts';
+import { newId } from '../ids.ts';
+import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
+import type { Logger } from '../logger.ts';
+import { objectId, parseWith } from '../validation.ts';
+import { newSigningSecret, type SecretBox } from './secrets.ts';
+import { signDelivery } from './signature.ts';
+import { publicOnlyLookup, refusedLiteral } from './url-safety.ts';
+import {
+  type AttemptResult,
+  deleteEndpoint,
+  type DeliveryRow,
+  type DeliveryTarget,
+  disableFailingEndpoint,
+  type EndpointRow,
+  findDeliveryTarget,
+  findEndpoint,
+  findEndpointByKey,
+  listDeliveries,
+  listEndpoints,
+  recordAttempt,
+  redeliverFailed,
+  redriveDriverlessDeliveries,
+} from './webhooks.repository.ts';
+import { type CreateWebhookEndpointParams, createWebhookEndpointSchema, type WebhookEndpoint } from './webhooks.schemas.ts';
+
+export function presentEndpoint(row: EndpointRow): WebhookEndpoint {
+  return {
+    id: row.id,
+    object: 'webhook_endpoint',
+    url: row.url,
+    enabled_events: row.enabled_events,
+    status: row.status,
+    disabled_reason: row.disabled_reason,
+    created: new Date(row.created_at).toISOString(),
+  };
+}
+
+const iso = (date: Date | string | null) => (date === null ? null : new Date(date).toISOString());
+
+function presentDelivery(row: Awaited<ReturnType<typeof listDeliveries>>[number]) {
+  return {
+    id: row.id,
+    object: 'webhook_delivery' as const,
+    event: row.event_id,
+    endpoint: row.endpoint_id,
+    status: row.status,
+    attempt_count: row.attempts,
+    next_attempt: row.status === 'pending' ? iso(row.next_attempt_at) : null,
+    delivered: iso(row.delivered_at),
+    last_error: row.last_error,
+    attempts: row.attempt_log.map((a) => ({
+      attempt: a.attempt,
+      started: iso(a.started_at)!,
+      duration_ms: a.duration_ms,
+      response_status: a.response_status,
+      error: a.error,
+    })),
+  };
+}
+
+/** Endpoints per account: each event is sent to every one that wants it. */
+export const MAX_ENDPOINTS = 16;
+
+/**
+ * POST /v1/webhook_endpoints as an idempotent operation: the endpoint is written with the key that claims
+ * it, its secret sealed; there is no foreign call. The answer carries the secret, opened again when a
+ * resumed request reads the endpoint back, and is stored with the key like every answer (for the key's
+ * lifetime), so a client whose answer was lost gets the secret by retrying.
+ */
+export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox }): IdempotentOperation<CreateWebhookEndpointParams, EndpointRow> {
+  const { db, box } = deps;
+  const created = (row: EndpointRow): StoredResponse => ({
+    status: 201,
+    body: { ...presentEndpoint(row), secret: box.open(row.secret_ciphertext) },
+    headers: { 'Content-Type': 'application/json', Location: `/v1/webhook_endpoints/${row.id}` },
+  });
+  return {
+    method: 'POST',
+    path: '/v1/webhook_endpoints',
+    parse: (body) => parseWith(createWebhookEndpointSchema, body),
+    intent: (key, params) => ({
+      when: sql<boolean>`(select count(*) from webhook_endpoints where account_id = ${key.accountId}) < ${MAX_ENDPOINTS}`,
+      ctes: sql`intent as (
+        insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
+        select ${newId('we')}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[],
+               ${box.seal(newSigningSecret())}
+        from claimed
+        returning *)`,
+    }),
+    async refusal(trx, key) {
+      const { count } = await trx
+        .selectFrom('webhook_endpoints')
+        .select((eb) => eb.fn.countAll<string>().as('count'))
+        .where('account_id', '=', key.account_id)
+        .executeTakeFirstOrThrow();
+      if (Number(count) < MAX_ENDPOINTS) return undefined;
+      return new ProblemError(409, 'too_many_webhook_endpoints', 'Too many webhook endpoints', `An account has at most ${MAX_ENDPOINTS} webhook endpoints; delete one first.`);
+    },
+    async callOut(key, _deadline, intent) {
+      const row = intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow);
+      if (!row) throw new Error(`no webhook endpoint for idempotency key ${key.id}`);
+      return row;
+    },
+    finishAtOnce: (row, leaseHeld) => ({ changes: sql`change as (select 1 where ${leaseHeld})`, response: created(row) }),
+    recordOutcome: async (_trx, _key, row) => created(row),
+  };
+}
+
+export interface DeliverySettings {
+  allowPrivateUrls: boolean;
+  timeoutMs: number;
+  retryDelayMs: number;
+  retryDelayMaxMs: number;
+  windowSeconds: number;
+}
+
+export const deliverySettings = (config: Config): DeliverySettings => ({
+  allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS,
+  timeoutMs: config.WEBHOOK_TIMEOUT_MS,
+  retryDelayMs: config.WEBHOOK_RETRY_DELAY_MS,
+  retryDelayMaxMs: config.WEBHOOK_RETRY_DELAY_MAX_MS,
+  windowSeconds: config.WEBHOOK_RETRY_WINDOW_SECONDS,
+});
+
+export type AttemptOutcome = 'succeeded' | 'http_error' | 'timeout' | 'network_error' | 'address_refused';
+
+export interface DeliveryObserver {
+  attempt(outcome: AttemptOutcome, seconds: number): void;
+  deadLettered(): void;
+  endpointDisabled(): void;
+}
+
+export function createWebhooks(deps: {
+  db: Db;
+  box: SecretBox;
+  events: Events;
+  logger: Logger;
+  settings: DeliverySettings;
+  observe?: DeliveryObserver;
+}) {
+  const { db, box, events, logger, settings, observe } = deps;
+
+  /** Full jitter: a random wait up to the exponential backoff's ceiling for this attempt. */
+  const retryDelayMs = (attempt: number) =>
+    Math.random() * Math.min(settings.retryDelayMaxMs, settings.retryDelayMs * 2 ** Math.min(attempt - 1, 40));
+
+  /** One POST, no redirect followed, bounded by the timeout from connection to answer. */
+  function post(url: URL, body: string, headers: OutgoingHttpHeaders): Promise<{ status: number } | { error: Error }> {
+    const literal = settings.allowPrivateUrls ? undefined : refusedLiteral(url);
+    if (literal) return Promise.resolve({ error: literal });
+    return new Promise((resolve) => {
+      const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+      const req = send(url, {
+        method: 'POST',
+        headers,
+        signal: AbortSignal.timeout(settings.timeoutMs),
+        ...(settings.allowPrivateUrls ? {} : { lookup: publicOnlyLookup }),
+      });
+      req.on('response', (res) => {
+        resolve({ status: res.statusCode ?? 0 });
+        res.resume(); // the body says nothing we use; drained so the socket is freed
+        res.on('error', () => {});
+      });
+      req.on('error', (error) => resolve({ error }));
+      req.end(body);
+    });
+  }
+
+  async function attempt(target: DeliveryTarget, body: string): Promise<AttemptResult & { outcome: AttemptOutcome }> {
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      'User-Agent': 'payments-exactly-once-webhooks',
+      'webhook-id': target.event_id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signDelivery(box.open(target.secret_ciphertext), target.event_id, timestamp, body),
+    };
+    const startedAt = new Date();
+    const started = performance.now();
+    const answer = await post(new URL(target.url), body, headers);
+    const durationMs = performance.now() - started;
+    if ('status' in answer) {
+      const ok = answer.status >= 200 && answer.status < 300;
+      const error = ok ? null : answer.status >= 300 && answer.status < 400 ? `answered ${answer.status}: redirects are not followed` : `answered ${answer.status}`;
+      return { startedAt, durationMs, responseStatus: answer.status, error, ok, outcome: ok ? 'succeeded' : 'http_error' };
+    }
+    const { error } = answer;
+    const code = (error as { code?: string }).code;
+    const outcome: AttemptOutcome =
+      code === 'ERR_WEBHOOK_ADDRESS_REFUSED' ? 'address_refused' : error.name === 'TimeoutError' || code === 'ABORT_ERR' ? 'timeout' : 'network_error';
+    const message = outcome === 'timeout' ? `no answer within ${settings.timeoutMs} ms` : `${code ? `${code}: ` : ''}${error.message}`;
+    return { startedAt, durationMs, responseStatus: null, error: message, ok: false, outcome };
+  }
+
+  return {
+    /**
+     * A delivery job's run: one attempt, recorded with what comes next (done, a job for the next attempt,
+     * or dead-lettered) in one transaction. A delivery that is not pending any more is left alone.
+     */
+    async deliver(id: string): Promise<DeliveryRow['status'] | 'skipped'> {
+      const target = await findDeliveryTarget(db, id);
+      if (!target || target.status !== 'pending' || target.endpoint_status !== 'enabled') return 'skipped';
+      const body = JSON.stringify(
+        presentEvent({ id: target.event_id, account_id: target.account_id, type: target.type, data: target.data, created_at: target.event_created_at }),
+      );
+      const result = await attempt(target, body);
+      observe?.attempt(result.outcome, result.durationMs / 1000);
+      const number = target.attempts + 1;
+      const recorded = await inTransaction(db, async (trx) => {
+        const delivery = await recordAttempt(trx, id, number, result, retryDelayMs(number));
+        if (delivery?.status !== 'failed') return { delivery };
+        const windowStart = new Date(delivery.window_ends_at.getTime() - settings.windowSeconds * 1000);
+        const reason = `every delivery failed for ${settings.windowSeconds} s; the last: ${result.error}`;
+        const disabled = await disableFailingEndpoint(trx, delivery.endpoint_id, windowStart, reason);
+        if (disabled) await events.record(trx, disabled.account_id, 'webhook_endpoint.disabled', presentEndpoint(disabled));
+        return { delivery, disabled };
+      });
+      const { delivery, disabled } = recorded as { delivery?: DeliveryRow; disabled?: EndpointRow };
+      if (!delivery) return 'skipped';
+      const fields = { delivery: id, event: target.event_id, endpoint: target.endpoint_id, attempt: number, status: result.responseStatus };
+      if (delivery.status === 'failed') {
+        observe?.deadLettered();
+        logger.warn({ ...fields, error: result.error }, 'webhook delivery dead-lettered: its retry window is over');
+      } else if (delivery.status === 'pending') {
+        logger.info({ ...fields, error: result.error, next_attempt: delivery.next_attempt_at }, 'webhook delivery failed; retried later');
+      }
+      if (disabled) {
+        observe?.endpointDisabled();
+        logger.warn({ endpoint: disabled.id }, 'webhook endpoint disabled: it took no delivery for a whole retry window');
+      }
+      return delivery.status;
+    },
+
+    /** Failed deliveries of an event or an endpoint, pending again with a new window (an operator's call). */
+    redeliver: (target: { eventId: string } | { endpointId: string }) => redeliverFailed(db, target, settings.windowSeconds),
+
+    /** Pending deliveries that are due and lost their job get a new one. */
+    redrive: (limit: number) => redriveDriverlessDeliveries(db, limit),
+
+    async getEndpoint(accountId: string, id: string) {
+      const row = objectId('we').safeParse(id).success ? await findEndpoint(db, accountId, id) : undefined;
+      if (!row) throw new NotFoundError(`No webhook endpoint ${id}.`);
+      return presentEndpoint(row);
+    },
+
+    async listEndpoints(accountId: string) {
+      return { object: 'list' as const, data: (await listEndpoints(db, accountId)).map(presentEndpoint), has_more: false };
+    },
+
+    async deleteEndpoint(accountId: string, id: string) {
+      if (!objectId('we').safeParse(id).success || !(await deleteEndpoint(db, accountId, id))) {
+        throw new NotFoundError(`No webhook endpoint ${id}.`);
+      }
+      return { id, object: 'webhook_endpoint' as const, deleted: true as const };
+    },
+
+    /** An event's deliveries with every attempt; the event must be the account's. */
+    async listDeliveries(accountId: string, eventId: string) {
+      await events.get(accountId, eventId);
+      return { object: 'list' as const, data: (await listDeliveries(db, eventId)).map(presentDelivery), has_more: false };
+    },
+  };
+}
+
+export type Webhooks = ReturnType<typeof createWebhooks>;

@@ -1,0 +1,170 @@
+// Webhook delivery end to end, through real HTTP both ways: endpoints made through the API, events sent
+// by the worker, received by a real receiver that verifies them with the SDK. At least once, signed as the
+// Standard Webhooks specification says, retried until the receiver takes it, dead-lettered after the
+// window, redelivered by the operator command.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import request from 'supertest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { verifyWebhook } from '../../src/client/index.ts';
+import { signDelivery } from '../../src/webhooks/signature.ts';
+import { buildApp } from '../helpers/app.ts';
+import { charge, createTestContext, FAST_JOBS, metricValue, newKey, postCharge, type TestContext } from '../helpers/context.ts';
+import { type Receiver, startReceiver } from '../helpers/receiver.ts';
+
+const run = promisify(execFile);
+
+let ctx: TestContext | undefined;
+let receiver: Receiver | undefined;
+afterEach(async () => {
+  await receiver?.close();
+  await ctx?.destroy();
+  ctx = receiver = undefined;
+});
+
+const WEBHOOKS_AT_TEST_SPEED = { ...FAST_JOBS, WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_RETRY_DELAY_MS: '100', WEBHOOK_RETRY_DELAY_MAX_MS: '200' };
+
+async function makeEndpoint(c: TestContext, auth: Record<string, string>, url: string, enabledEvents: string[] = ['*']) {
+  const res = await request(c.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', newKey()).send({ url, enabled_events: enabledEvents });
+  expect(res.status).toBe(201);
+  return res.body as { id: string; secret: string };
+}
+
+describe('webhook delivery', () => {
+  it('signs as the Standard Webhooks specification does: its own example', () => {
+    // The specification's example (standard-webhooks, "Verifying webhooks").
+    const secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+    expect(signDelivery(secret, 'msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{"test": 2432232314}')).toBe('v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=');
+  });
+
+  it('delivers a pending charge’s charge.succeeded after the receiver failed twice: signed, as the API shows the event, every attempt recorded', async () => {
+    ctx = await createTestContext(WEBHOOKS_AT_TEST_SPEED);
+    receiver = await startReceiver();
+    const { auth } = await ctx.account();
+    const endpoint = await makeEndpoint(ctx, auth, receiver.url, ['charge.succeeded']);
+    receiver.setSecret(endpoint.secret);
+    receiver.failNext(2, 503);
+    await ctx.startWorker();
+
+    await ctx.setChaos({ mode: 'down' });
+    const created = await postCharge(ctx, auth, newKey());
+    expect(created.status).toBe(202);
+    await ctx.setChaos({ mode: 'healthy' });
+
+    await expect.poll(() => receiver!.accepted.size, { timeout: 20_000, interval: 100 }).toBe(1);
+    const [event] = (await request(ctx.app).get('/v1/events?type=charge.succeeded').set(auth)).body.data;
+    expect(event.data.object).toMatchObject({ id: created.body.id, status: 'succeeded' });
+    // Three tries of the same event: the same webhook-id, the first two refused by the receiver.
+    expect(receiver.received.map((d) => [d.id, d.status])).toEqual([
+      [event.id, 503],
+      [event.id, 503],
+      [event.id, 200],
+    ]);
+    const last = receiver.received.at(-1)!;
+    expect(JSON.parse(last.body)).toEqual(event);
+    expect(receiver.accepted.get(event.id)).toEqual(event);
+    expect(last.headers['webhook-signature']).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    expect(receiver.unverified).toEqual([]);
+    // The same bytes do not verify when altered, or under another secret.
+    expect(() => verifyWebhook(last.body.replace('succeeded', 'failed'), last.headers as Record<string, string>, endpoint.secret)).toThrow();
+    const other = await makeEndpoint(ctx, auth, receiver.url, ['refund.failed']);
+    expect(() => verifyWebhook(last.body, last.headers as Record<string, string>, other.secret)).toThrow();
+
+    const deliveries = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
+    expect(deliveries).toHaveLength(1);
+    expect(deliveries[0]).toMatchObject({ endpoint: endpoint.id, status: 'succeeded', attempt_count: 3, last_error: null });
+    expect(deliveries[0].attempts.map((a: { response_status: number }) => a.response_status)).toEqual([503, 503, 200]);
+    expect(deliveries[0].attempts[0].error).toBe('answered 503');
+    // Only the type the endpoint asked for: no delivery of charge.pending.
+    const [pendingEvent] = (await request(ctx.app).get('/v1/events?type=charge.pending').set(auth)).body.data;
+    expect((await request(ctx.app).get(`/v1/events/${pendingEvent.id}/deliveries`).set(auth)).body.data).toEqual([]);
+    expect(await metricValue(ctx, 'webhook_delivery_attempt_duration_seconds_count{outcome="succeeded"}')).toBe(1);
+    expect(await metricValue(ctx, 'webhook_delivery_attempt_duration_seconds_count{outcome="http_error"}')).toBe(2);
+  });
+
+  it('dead-letters a delivery whose receiver is down past the window, disables the endpoint, and redelivers on the operator’s command', async () => {
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WEBHOOK_RETRY_WINDOW_SECONDS: '2' });
+    receiver = await startReceiver();
+    const { auth } = await ctx.account();
+    const endpoint = await makeEndpoint(ctx, auth, receiver.url, ['charge.succeeded', 'charge.failed']);
+    receiver.setSecret(endpoint.secret);
+    await receiver.close(); // down: connections refused
+    await ctx.startWorker();
+
+    const paid = (await postCharge(ctx, auth, newKey())).body;
+    const [event] = (await request(ctx.app).get('/v1/events').set(auth)).body.data;
+    await expect
+      .poll(async () => (await request(ctx!.app).get(`/v1/webhook_endpoints/${endpoint.id}`).set(auth)).body.status, { timeout: 20_000, interval: 200 })
+      .toBe('disabled');
+    const [dead] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
+    expect(dead.status).toBe('failed');
+    expect(dead.attempt_count).toBeGreaterThan(1);
+    expect(dead.last_error).toMatch(/ECONNREFUSED/);
+    const disabled = (await request(ctx.app).get('/v1/events?type=webhook_endpoint.disabled').set(auth)).body.data;
+    expect(disabled).toHaveLength(1);
+    expect(disabled[0].data.object).toMatchObject({ id: endpoint.id, status: 'disabled' });
+    expect((await request(ctx.app).get(`/v1/events/${event.id}`).set(auth)).body.data.object.id).toBe(paid.id);
+    expect(await metricValue(ctx, 'webhook_deliveries_dead_lettered_total')).toBe(1);
+    expect(await metricValue(ctx, 'webhook_endpoints_disabled_total')).toBe(1);
+    // Events made while the endpoint is disabled are not sent to it.
+    await postCharge(ctx, auth, newKey(), charge({ source: 'tok_chargeDeclined' }));
+    const [failedEvent] = (await request(ctx.app).get('/v1/events?type=charge.failed').set(auth)).body.data;
+    expect((await request(ctx.app).get(`/v1/events/${failedEvent.id}/deliveries`).set(auth)).body.data).toEqual([]);
+
+    // The receiver is fixed; the operator redelivers the event with the command a person would run.
+    await receiver.reopen();
+    const { stdout } = await run(process.execPath, ['src/cli/webhooks-redeliver.ts', event.id], {
+      env: { ...process.env, DATABASE_URL: ctx.t.url, MIGRATE_ON_START: 'false', LOG_LEVEL: 'warn' },
+    });
+    expect(stdout).toBe(`1 dead-lettered webhook delivery of ${event.id} pending again\n`);
+    await expect.poll(() => receiver!.accepted.has(event.id), { timeout: 20_000, interval: 100 }).toBe(true);
+    expect(receiver.accepted.get(event.id)).toEqual(event);
+    expect((await request(ctx.app).get(`/v1/webhook_endpoints/${endpoint.id}`).set(auth)).body).toMatchObject({ status: 'enabled', disabled_reason: null });
+    const [redelivered] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
+    expect(redelivered).toMatchObject({ status: 'succeeded', attempt_count: dead.attempt_count + 1 });
+  });
+
+  it('refuses at delivery time an address that is not public, when the worker does not allow them', async () => {
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WORKER_ENABLED: 'false' });
+    receiver = await startReceiver();
+    const { auth } = await ctx.account();
+    // Made while private addresses were allowed (or while the name resolved elsewhere)...
+    await makeEndpoint(ctx, auth, receiver.url.replace('127.0.0.1', 'localhost'));
+    // ...delivered by a worker that does not allow them.
+    const strict = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url, ...FAST_JOBS, WEBHOOK_RETRY_DELAY_MS: '100' });
+    try {
+      const worker = strict.service.worker();
+      await worker.start();
+      await postCharge(ctx, auth, newKey());
+      const [event] = (await request(ctx.app).get('/v1/events').set(auth)).body.data;
+      await expect
+        .poll(async () => (await request(ctx!.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data[0]?.attempt_count ?? 0, {
+          timeout: 20_000,
+          interval: 100,
+        })
+        .toBeGreaterThanOrEqual(1);
+      await worker.stop();
+      const [delivery] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
+      expect(delivery.status).toBe('pending');
+      expect(delivery.attempts[0]).toMatchObject({ response_status: null });
+      expect(delivery.attempts[0].error).toMatch(/localhost resolves to (127\.0\.0\.1|::1), which is not a public address/);
+      expect(receiver.received).toEqual([]);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('gives a pending delivery that lost its job a new one (the sweep)', async () => {
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED });
+    receiver = await startReceiver();
+    const { auth } = await ctx.account();
+    const endpoint = await makeEndpoint(ctx, auth, receiver.url);
+    receiver.setSecret(endpoint.secret);
+    await postCharge(ctx, auth, newKey());
+    // Its job deleted by hand before any worker ran: nothing drives the delivery but the sweep.
+    await sql`delete from pgboss.job where name = 'webhook'`.execute(ctx.t.db);
+    await ctx.startWorker();
+    await expect.poll(() => receiver!.accepted.size, { timeout: 20_000, interval: 100 }).toBe(1);
+  });
+});

@@ -1,0 +1,119 @@
+// Public addresses are written as such (93.184.215.14): tests run without DNS for public names.
+// Webhook endpoints through the API: made idempotently with their secret shown once (and stored
+// encrypted), listed, read and deleted per account; URLs that would point the service inward refused
+// with nothing written.
+import { sql } from 'kysely';
+import request from 'supertest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createSecretBox } from '../../src/webhooks/secrets.ts';
+import { createTestContext, newKey, type TestContext } from '../helpers/context.ts';
+import { expectProblem } from '../helpers/problem.ts';
+
+let ctx: TestContext | undefined;
+afterEach(async () => {
+  await ctx?.destroy();
+  ctx = undefined;
+});
+
+const post = (c: TestContext, auth: Record<string, string>, body: object, key = newKey()) =>
+  request(c.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', key).send(body);
+
+const rows = async (c: TestContext) => ({
+  endpoints: (await sql<{ n: number }>`select count(*)::int as n from webhook_endpoints`.execute(c.t.db)).rows[0]!.n,
+  keys: (await sql<{ n: number }>`select count(*)::int as n from idempotency_keys`.execute(c.t.db)).rows[0]!.n,
+});
+
+describe('webhook endpoints', () => {
+  it('answers 201 with the secret once, replays the same answer for the same key, and keeps the secret only encrypted', async () => {
+    ctx = await createTestContext();
+    const { auth } = await ctx.account();
+    const key = newKey();
+    const body = { url: 'https://93.184.215.14/hooks', enabled_events: ['charge.succeeded', 'refund.succeeded'] };
+    const created = await post(ctx, auth, body, key);
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ object: 'webhook_endpoint', url: body.url, enabled_events: body.enabled_events, status: 'enabled' });
+    expect(created.body.id).toMatch(/^we_/);
+    expect(created.body.secret).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
+    expect(created.headers.location).toBe(`/v1/webhook_endpoints/${created.body.id}`);
+
+    const replay = await post(ctx, auth, body, key);
+    expect(replay.status).toBe(201);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.body).toEqual(created.body);
+    expect((await rows(ctx)).endpoints).toBe(1);
+
+    const stored = await ctx.t.db.selectFrom('webhook_endpoints').select('secret_ciphertext').executeTakeFirstOrThrow();
+    expect(stored.secret_ciphertext).not.toContain(created.body.secret.slice('whsec_'.length));
+    expect(createSecretBox().open(stored.secret_ciphertext)).toBe(created.body.secret);
+    expect(() => createSecretBox('another key of at least 16 characters').open(stored.secret_ciphertext)).toThrow();
+
+    const { secret: _secret, ...shown } = created.body;
+    expect((await request(ctx.app).get(`/v1/webhook_endpoints/${created.body.id}`).set(auth)).body).toEqual(shown);
+    expect((await request(ctx.app).get('/v1/webhook_endpoints').set(auth)).body).toEqual({ object: 'list', data: [shown], has_more: false });
+    expectProblem(await post(ctx, auth, { ...body, url: 'https://93.184.215.14/other' }, key), 422, 'idempotency_key_reused');
+
+    const deleted = await request(ctx.app).delete(`/v1/webhook_endpoints/${created.body.id}`).set(auth);
+    expect(deleted.status).toBe(200);
+    expect(deleted.body).toEqual({ id: created.body.id, object: 'webhook_endpoint', deleted: true });
+    expectProblem(await request(ctx.app).get(`/v1/webhook_endpoints/${created.body.id}`).set(auth), 404, 'not_found');
+    expectProblem(await request(ctx.app).delete(`/v1/webhook_endpoints/${created.body.id}`).set(auth), 404, 'not_found');
+  });
+
+  it('refuses loopback, private, link-local and non-http URLs, and a name that resolves to loopback, writing nothing', async () => {
+    ctx = await createTestContext();
+    const { auth } = await ctx.account();
+    const refused = [
+      'http://127.0.0.1:8080/hooks',
+      'http://localhost:8080/hooks',
+      'http://[::1]/hooks',
+      'http://10.1.2.3/hooks',
+      'http://172.16.0.1/hooks',
+      'http://192.168.1.1/hooks',
+      'http://169.254.169.254/latest/meta-data',
+      'http://0.0.0.0/hooks',
+      'http://[::ffff:127.0.0.1]/hooks',
+      'http://[fd00::1]/hooks',
+    ];
+    for (const url of refused) {
+      const res = await post(ctx, auth, { url, enabled_events: ['*'] });
+      expectProblem(res, 400, 'validation_failed');
+      expect(res.body.errors[0].path).toBe('url');
+      expect(res.body.errors[0].message).toMatch(/not a public address/);
+    }
+    for (const [url, message] of [
+      ['ftp://example.com/hooks', /http or https/],
+      ['/relative', /absolute URL/],
+      ['https://user:pass@example.com/hooks', /user name or password/],
+    ] as const) {
+      const res = await post(ctx, auth, { url, enabled_events: ['*'] });
+      expectProblem(res, 400, 'validation_failed');
+      expect(res.body.errors[0].message).toMatch(message);
+    }
+    for (const enabled_events of [[], ['charge.exploded'], ['*', 'charge.succeeded'], ['charge.failed', 'charge.failed']]) {
+      expectProblem(await post(ctx, auth, { url: 'https://93.184.215.14/hooks', enabled_events }), 400, 'validation_failed');
+    }
+    expectProblem(await post(ctx, auth, { url: 'https://93.184.215.14/hooks', enabled_events: ['*'], extra: 1 }), 400, 'validation_failed');
+    expect(await rows(ctx)).toEqual({ endpoints: 0, keys: 0 });
+  });
+
+  it('allows private addresses when WEBHOOK_ALLOW_PRIVATE_URLS is set', async () => {
+    ctx = await createTestContext({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
+    const { auth } = await ctx.account();
+    expect((await post(ctx, auth, { url: 'http://localhost:8080/hooks', enabled_events: ['*'] })).status).toBe(201);
+  });
+
+  it('keeps each account to its own endpoints, and to 16 of them', async () => {
+    ctx = await createTestContext();
+    const mine = await ctx.account();
+    const theirs = await ctx.account();
+    const created = (await post(ctx, mine.auth, { url: 'https://93.184.215.14/hooks', enabled_events: ['*'] })).body;
+    expect((await request(ctx.app).get('/v1/webhook_endpoints').set(theirs.auth)).body.data).toEqual([]);
+    expectProblem(await request(ctx.app).get(`/v1/webhook_endpoints/${created.id}`).set(theirs.auth), 404, 'not_found');
+    expectProblem(await request(ctx.app).delete(`/v1/webhook_endpoints/${created.id}`).set(theirs.auth), 404, 'not_found');
+    expect((await request(ctx.app).get(`/v1/webhook_endpoints/${created.id}`).set(mine.auth)).status).toBe(200);
+
+    for (let i = 1; i < 16; i++) expect((await post(ctx, mine.auth, { url: `https://93.184.215.14/hooks/${i}`, enabled_events: ['*'] })).status).toBe(201);
+    expectProblem(await post(ctx, mine.auth, { url: 'https://93.184.215.14/hooks/17', enabled_events: ['*'] }), 409, 'too_many_webhook_endpoints');
+    expect((await post(ctx, theirs.auth, { url: 'https://93.184.215.14/hooks', enabled_events: ['*'] })).status).toBe(201);
+  });
+});

@@ -88,7 +88,7 @@ export function createMetrics() {
     }),
     webhookAttempts: new Histogram({
       name: 'webhook_delivery_attempt_duration_seconds',
-      help: 'Webhook delivery attempts by outcome (succeeded, http_error, timeout, network_error, address_refused), from connection to answer.',
+      help: 'Webhook delivery attempts by outcome (succeeded, http_error, timeout, network_error, address_refused, not_signed), from connection to answer.',
       labelNames: ['outcome'] as const,
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],

@@ -147,10 +147,10 @@ export function createWorker(deps: WorkerDeps) {
         const j = job as JobWithMetadata<PaymentJob>;
         await runJob(RECONCILE_QUEUE, j, (deadline) => payments.reconcile(paymentTypes[j.data.kind], j.data.id, deadline));
       });
-      await boss.work<{ delivery: string }>(WEBHOOK_QUEUE, { ...work, localConcurrency: config.JOB_CONCURRENCY }, async ([job]) => {
+      await boss.work<{ delivery: string; attempt?: number }>(WEBHOOK_QUEUE, { ...work, localConcurrency: config.JOB_CONCURRENCY }, async ([job]) => {
         try {
           await withDeadline(`job_${job!.id}`, config.WEBHOOK_TIMEOUT_MS + config.REQUEST_TIMEOUT_MS, () =>
-            services.webhooks.deliver(job!.data.delivery),
+            services.webhooks.deliver(job!.data.delivery, job!.data.attempt),
           );
           outage.recovered();
         } catch (err) {
@@ -160,9 +160,11 @@ export function createWorker(deps: WorkerDeps) {
           throw err;
         }
       });
-      every(config.SWEEP_INTERVAL_SECONDS, 'sweep', async () => {
+      every(config.SWEEP_INTERVAL_SECONDS, 'webhook sweep', async () => {
         const deliveries = await services.webhooks.redrive(SWEEP_BATCH);
         if (deliveries) logger.warn({ deliveries }, 'sweep gave pending webhook deliveries without a job a new one');
+      });
+      every(config.SWEEP_INTERVAL_SECONDS, 'sweep', async () => {
         const { deadLetters, redriven } = await payments.sweep({ limit: SWEEP_BATCH });
         for (const dead of deadLetters) metrics?.deadLetters.inc({ kind: dead.kind });
         for (const payment of redriven) metrics?.redriven.inc({ kind: payment.kind });

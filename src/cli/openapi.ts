@@ -208,6 +208,7 @@ export function openApiDocument() {
                 'malformed_json, idempotency_key_missing or idempotency_key_invalid',
             ),
             ...IDEMPOTENT_ERRORS,
+            '404': problem('not_found: the endpoint this request made was deleted before its answer could be given (a resumed request)'),
             '409': problem('idempotency_key_in_use (carries Retry-After), or too_many_webhook_endpoints (16 per account)'),
           },
         },

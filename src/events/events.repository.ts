@@ -32,7 +32,10 @@ export function eventCtes(event: NewEvent, when: RawBuilder<boolean>, windowSeco
       from event
       join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
         and w.enabled_events && array[event.type, '*']
-      returning id, next_attempt_at
+      -- An endpoint being deleted right now is waited for and then skipped, never a foreign key error
+      -- that would undo the change this event records.
+      for key share of w
+      returning id, next_attempt_at, attempts
     ), delivery_jobs as (${deliveryJobsFor(sql`deliveries`)})`;
 }
 

@@ -71,6 +71,11 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
   finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { changes: RawBuilder<unknown>; response: StoredResponse } | undefined;
   /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
   recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
+  /**
+   * The answer sent for a stored one, the first time and on every replay, when they differ: what must not
+   * be stored in the clear (a webhook endpoint's secret) is stored sealed and opened here.
+   */
+  reveal?(stored: StoredResponse): StoredResponse;
 }
 
 /** How a request used its key: the idempotency machinery's own result, apart from the operation's outcome. */
@@ -243,9 +248,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     } catch (err) {
       throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
     }
+    const reveal = (response: StoredResponse) => (op.reveal ? op.reveal(response) : response);
     switch (claimed.kind) {
       case 'finished':
-        return { use: claimed.outcome, response: claimed.response };
+        return { use: claimed.outcome, response: reveal(claimed.response) };
       case 'in_use':
         return { use: 'in_use', error: inUseError() };
       case 'reused':
@@ -253,7 +259,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       case 'new':
       case 'resumed':
         try {
-          return { use: claimed.kind, response: await drive(op, claimed.key, deadline, claimed.intent) };
+          return { use: claimed.kind, response: reveal(await drive(op, claimed.key, deadline, claimed.intent)) };
         } catch (err) {
           throw new RequestInterruptedError(err, 'unknown');
         }

@@ -24,9 +24,16 @@ for (const [network, prefix] of [
   NOT_PUBLIC_V4.addSubnet(network, prefix, 'ipv4');
 }
 for (const [network, prefix] of [
-  ['::', 127], // unspecified and loopback
+  ['::', 96], // unspecified, loopback, and the old IPv4-compatible form
   ['::ffff:0:0', 96], // IPv4-mapped: whatever it maps to, refused rather than parsed again
+  ['::ffff:0:0:0', 96], // IPv4-translated
   ['64:ff9b::', 96], // NAT64: may map to a private IPv4 address
+  ['64:ff9b:1::', 48], // local-use NAT64
+  ['100::', 64], // discard-only
+  ['2001::', 32], // Teredo: tunnels to an embedded IPv4 address
+  ['2001:db8::', 32], // documentation
+  ['2002::', 16], // 6to4: embeds an IPv4 address, possibly a private one
+  ['fec0::', 10], // site-local (deprecated, still routed by some)
   ['fc00::', 7], // unique local
   ['fe80::', 10], // link-local
   ['ff00::', 8], // multicast
@@ -50,10 +57,9 @@ export class AddressRefusedError extends Error {
   readonly code = 'ERR_WEBHOOK_ADDRESS_REFUSED';
 }
 
+// A name's internal address is not repeated back: the answer must not map our network for a client.
 const refusal = (host: string, address: string) =>
-  new AddressRefusedError(
-    host === address ? `${address} is not a public address` : `${host} resolves to ${address}, which is not a public address`,
-  );
+  new AddressRefusedError(host === address ? `${address} is not a public address` : `${host} resolves to an address that is not public`);
 
 /**
  * A `lookup` for http.request that connects only to public addresses: the check is made on the addresses

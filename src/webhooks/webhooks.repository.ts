@@ -11,15 +11,16 @@ export type AttemptRow = Selectable<WebhookDeliveryAttemptsTable>;
 
 /**
  * An INSERT of one `webhook` job per row of `source` (`id`: the delivery, `next_attempt_at`: when it is
- * due), with the queue's own settings, as pg-boss's send would make it. The job's singleton key is the
- * delivery's id, so the sweep can tell a delivery that lost its job.
+ * due, `attempts`: how many it has had), with the queue's own settings, as pg-boss's send would make it.
+ * The job names the attempt it is for, so a stale or repeated job is told apart and does nothing; its
+ * singleton key is the delivery's id, so the sweep can tell a delivery that lost its job.
  */
 export function deliveryJobsFor(source: RawBuilder<unknown>): RawBuilder<unknown> {
   return sql`
     insert into ${sql.table(`${JOB_SCHEMA}.job`)}
       (name, data, singleton_key, start_after, retry_limit, retry_delay, retry_backoff, retry_delay_max,
        expire_seconds, deletion_seconds, keep_until, policy, dead_letter)
-    select q.name, jsonb_build_object('delivery', d.id), d.id::text, d.next_attempt_at, q.retry_limit, q.retry_delay,
+    select q.name, jsonb_build_object('delivery', d.id, 'attempt', d.attempts + 1), d.id::text, d.next_attempt_at, q.retry_limit, q.retry_delay,
            q.retry_backoff, q.retry_delay_max, q.expire_seconds, q.deletion_seconds,
            d.next_attempt_at + make_interval(secs => q.retention_seconds), q.policy, q.dead_letter
     from ${source} d join ${sql.table(`${JOB_SCHEMA}.queue`)} q on q.name = ${WEBHOOK_QUEUE}`;
@@ -122,11 +123,17 @@ export async function recordAttempt(
     })
     .execute();
   if (delivery.status === 'pending') {
-    await sql`${deliveryJobsFor(sql`(select ${id}::uuid as id, ${delivery.next_attempt_at}::timestamptz as next_attempt_at)`)}`.execute(trx);
+    const due = sql`(select ${id}::uuid as id, ${delivery.next_attempt_at}::timestamptz as next_attempt_at, ${attempt}::int as attempts)`;
+    await sql`${deliveryJobsFor(due)}`.execute(trx);
   } else if (delivery.status === 'succeeded') {
     await trx.updateTable('webhook_endpoints').set({ last_success_at: sql<Date>`now()` }).where('id', '=', delivery.endpoint_id).execute();
   }
   return delivery;
+}
+
+/** Ends a pending delivery without sending it (its endpoint was disabled meanwhile). */
+export async function failDelivery(db: DbOrTrx, id: string, error: string): Promise<void> {
+  await db.updateTable('webhook_deliveries').set({ status: 'failed', last_error: error }).where('id', '=', id).where('status', '=', 'pending').execute();
 }
 
 /**
@@ -169,7 +176,7 @@ export async function redeliverFailed(
       set status = 'pending', next_attempt_at = now(), window_ends_at = now() + make_interval(secs => ${windowSeconds}),
           last_error = null
       where ${which} and d.status = 'failed'
-      returning d.id, d.next_attempt_at, d.endpoint_id
+      returning d.id, d.next_attempt_at, d.attempts, d.endpoint_id
     ), enabled as (
       update webhook_endpoints w set status = 'enabled', disabled_reason = null, updated_at = now()
       where w.status = 'disabled' and (w.id in (select endpoint_id from redelivered)
@@ -183,7 +190,7 @@ export async function redeliverFailed(
 export async function redriveDriverlessDeliveries(db: DbOrTrx, limit: number): Promise<number> {
   const { rows } = await sql<{ redriven: number }>`
     with driverless as (
-      select d.id, now() as next_attempt_at from webhook_deliveries d
+      select d.id, now() as next_attempt_at, d.attempts from webhook_deliveries d
       where d.status = 'pending' and d.next_attempt_at <= now()
         and not exists (
           select 1 from ${sql.table(`${JOB_SCHEMA}.job`)} j

@@ -13,6 +13,7 @@ import type { Events } from '../events/events.service.ts';
 import { newId } from '../ids.ts';
 import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
+import { currentRequestId } from '../request-context.ts';
 import { objectId, parseWith } from '../validation.ts';
 import { newSigningSecret, type SecretBox } from './secrets.ts';
 import { signDelivery } from './signature.ts';
@@ -24,6 +25,7 @@ import {
   type DeliveryTarget,
   disableFailingEndpoint,
   type EndpointRow,
+  failDelivery,
   findDeliveryTarget,
   findEndpoint,
   findEndpointByKey,
@@ -75,23 +77,31 @@ export const MAX_ENDPOINTS = 16;
 
 /**
  * POST /v1/webhook_endpoints as an idempotent operation: the endpoint is written with the key that claims
- * it, its secret sealed; there is no foreign call. The answer carries the secret, opened again when a
- * resumed request reads the endpoint back, and is stored with the key like every answer (for the key's
- * lifetime), so a client whose answer was lost gets the secret by retrying.
+ * it, its secret sealed; there is no foreign call. Always the careful way: the account's row is locked
+ * while its endpoints are counted, so concurrent requests cannot pass the limit together. The answer is
+ * stored with the key like every answer, the secret in it sealed too, and opened each time it is sent
+ * (`reveal`): a client whose answer was lost gets the secret by retrying, and the database never holds it
+ * in the clear.
  */
-export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox }): IdempotentOperation<CreateWebhookEndpointParams, EndpointRow> {
+export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox }): IdempotentOperation<CreateWebhookEndpointParams, EndpointRow | undefined> {
   const { db, box } = deps;
-  const created = (row: EndpointRow): StoredResponse => ({
-    status: 201,
-    body: { ...presentEndpoint(row), secret: box.open(row.secret_ciphertext) },
-    headers: { 'Content-Type': 'application/json', Location: `/v1/webhook_endpoints/${row.id}` },
-  });
+  const answer = (row: EndpointRow | undefined): StoredResponse => {
+    if (!row) {
+      const gone = new NotFoundError('The webhook endpoint this request made was deleted before its answer could be given.');
+      return { status: 404, body: gone.toBody(currentRequestId()), headers: { 'Content-Type': 'application/problem+json' } };
+    }
+    return {
+      status: 201,
+      body: { ...presentEndpoint(row), secret_sealed: row.secret_ciphertext },
+      headers: { 'Content-Type': 'application/json', Location: `/v1/webhook_endpoints/${row.id}` },
+    };
+  };
   return {
     method: 'POST',
     path: '/v1/webhook_endpoints',
     parse: (body) => parseWith(createWebhookEndpointSchema, body),
-    intent: (key, params) => ({
-      when: sql<boolean>`(select count(*) from webhook_endpoints where account_id = ${key.accountId}) < ${MAX_ENDPOINTS}`,
+    intent: (_key, params) => ({
+      when: sql<boolean>`false`,
       ctes: sql`intent as (
         insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
         select ${newId('we')}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[],
@@ -100,6 +110,9 @@ export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox })
         returning *)`,
     }),
     async refusal(trx, key) {
+      // NO KEY UPDATE: serialises the creates of one account, without conflicting with the key-share locks
+      // that foreign keys to the account (this request's own key row among them) hold.
+      await trx.selectFrom('accounts').select('id').where('id', '=', key.account_id).forNoKeyUpdate().execute();
       const { count } = await trx
         .selectFrom('webhook_endpoints')
         .select((eb) => eb.fn.countAll<string>().as('count'))
@@ -108,13 +121,14 @@ export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox })
       if (Number(count) < MAX_ENDPOINTS) return undefined;
       return new ProblemError(409, 'too_many_webhook_endpoints', 'Too many webhook endpoints', `An account has at most ${MAX_ENDPOINTS} webhook endpoints; delete one first.`);
     },
-    async callOut(key, _deadline, intent) {
-      const row = intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow);
-      if (!row) throw new Error(`no webhook endpoint for idempotency key ${key.id}`);
-      return row;
+    // A resumed request reads its endpoint back; the client may have deleted it meanwhile (it was listed).
+    callOut: async (key, _deadline, intent) => (intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow)),
+    finishAtOnce: (row, leaseHeld) => ({ changes: sql`change as (select 1 where ${leaseHeld})`, response: answer(row) }),
+    recordOutcome: async (_trx, _key, row) => answer(row),
+    reveal(stored) {
+      const { secret_sealed: sealed, ...endpoint } = stored.body;
+      return typeof sealed === 'string' ? { ...stored, body: { ...endpoint, secret: box.open(sealed) } } : stored;
     },
-    finishAtOnce: (row, leaseHeld) => ({ changes: sql`change as (select 1 where ${leaseHeld})`, response: created(row) }),
-    recordOutcome: async (_trx, _key, row) => created(row),
   };
 }
 
@@ -134,7 +148,7 @@ export const deliverySettings = (config: Config): DeliverySettings => ({
   windowSeconds: config.WEBHOOK_RETRY_WINDOW_SECONDS,
 });
 
-export type AttemptOutcome = 'succeeded' | 'http_error' | 'timeout' | 'network_error' | 'address_refused';
+export type AttemptOutcome = 'succeeded' | 'http_error' | 'timeout' | 'network_error' | 'address_refused' | 'not_signed';
 
 export interface DeliveryObserver {
   attempt(outcome: AttemptOutcome, seconds: number): void;
@@ -180,13 +194,23 @@ export function createWebhooks(deps: {
 
   async function attempt(target: DeliveryTarget, body: string): Promise<AttemptResult & { outcome: AttemptOutcome }> {
     const timestamp = Math.floor(Date.now() / 1000);
+    let secret: string;
+    try {
+      secret = box.open(target.secret_ciphertext);
+    } catch {
+      // Sealed under another WEBHOOK_SECRET_KEY than this process has: nothing can be signed. An attempt that
+      // failed, like any other, so the delivery still ends (dead-lettered) instead of looping unseen.
+      logger.error({ endpoint: target.endpoint_id }, 'webhook secret cannot be opened: is WEBHOOK_SECRET_KEY the one it was sealed with?');
+      const error = 'not sent: the endpoint secret cannot be opened with this WEBHOOK_SECRET_KEY';
+      return { startedAt: new Date(), durationMs: 0, responseStatus: null, error, ok: false, outcome: 'not_signed' };
+    }
     const headers = {
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(body),
       'User-Agent': 'payments-exactly-once-webhooks',
       'webhook-id': target.event_id,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': signDelivery(box.open(target.secret_ciphertext), target.event_id, timestamp, body),
+      'webhook-signature': signDelivery(secret, target.event_id, timestamp, body),
     };
     const startedAt = new Date();
     const started = performance.now();
@@ -210,9 +234,15 @@ export function createWebhooks(deps: {
      * A delivery job's run: one attempt, recorded with what comes next (done, a job for the next attempt,
      * or dead-lettered) in one transaction. A delivery that is not pending any more is left alone.
      */
-    async deliver(id: string): Promise<DeliveryRow['status'] | 'skipped'> {
+    async deliver(id: string, jobAttempt?: number): Promise<DeliveryRow['status'] | 'skipped'> {
       const target = await findDeliveryTarget(db, id);
-      if (!target || target.status !== 'pending' || target.endpoint_status !== 'enabled') return 'skipped';
+      // Done already, or a job for an attempt made meanwhile (a repeat of this job, one the sweep made).
+      if (!target || target.status !== 'pending' || (jobAttempt !== undefined && jobAttempt !== target.attempts + 1)) return 'skipped';
+      if (target.endpoint_status !== 'enabled') {
+        // Disabled while this delivery's event was being written: it ends here rather than wait forever.
+        await failDelivery(db, id, 'endpoint disabled');
+        return 'failed';
+      }
       const body = JSON.stringify(
         presentEvent({ id: target.event_id, account_id: target.account_id, type: target.type, data: target.data, created_at: target.event_created_at }),
       );

@@ -148,11 +148,48 @@ describe('webhook delivery', () => {
       const [delivery] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
       expect(delivery.status).toBe('pending');
       expect(delivery.attempts[0]).toMatchObject({ response_status: null });
-      expect(delivery.attempts[0].error).toMatch(/localhost resolves to (127\.0\.0\.1|::1), which is not a public address/);
+      expect(delivery.attempts[0].error).toBe('ERR_WEBHOOK_ADDRESS_REFUSED: localhost resolves to an address that is not public');
       expect(receiver.received).toEqual([]);
     } finally {
       await strict.close();
     }
+  });
+
+  it('does nothing for a stale job, ends a delivery whose endpoint was disabled, and records a secret it cannot open as a failed attempt', async () => {
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WORKER_ENABLED: 'false' });
+    receiver = await startReceiver();
+    const { auth } = await ctx.account();
+    const endpoint = await makeEndpoint(ctx, auth, receiver.url);
+    await postCharge(ctx, auth, newKey());
+    await postCharge(ctx, auth, newKey());
+    const deliveries = await ctx.t.db.selectFrom('webhook_deliveries').select(['id', 'attempts']).orderBy('created_at').execute();
+    expect(deliveries).toHaveLength(2);
+    const [first, second] = deliveries;
+    const { webhooks } = ctx.services;
+
+    // A job for an attempt that is not the next one (a repeat, or one the sweep made meanwhile) sends nothing.
+    expect(await webhooks.deliver(first!.id, 2)).toBe('skipped');
+    expect(receiver.received).toEqual([]);
+
+    // A delivery written while its endpoint was being disabled: ended, not left pending for the sweep forever.
+    await sql`update webhook_endpoints set status = 'disabled' where id = ${endpoint.id}`.execute(ctx.t.db);
+    expect(await webhooks.deliver(first!.id, 1)).toBe('failed');
+    expect(await webhooks.redrive(100)).toBe(0); // ended, it is not driven again; the other still has its job
+    await sql`update webhook_endpoints set status = 'enabled' where id = ${endpoint.id}`.execute(ctx.t.db);
+
+    // A worker whose WEBHOOK_SECRET_KEY is not the one the secret was sealed with: a failed attempt, recorded.
+    const wrongKey = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url, ...WEBHOOKS_AT_TEST_SPEED, WEBHOOK_SECRET_KEY: 'another key of 16 characters or more' });
+    try {
+      expect(await wrongKey.services.webhooks.deliver(second!.id, 1)).toBe('pending');
+    } finally {
+      await wrongKey.close();
+    }
+    const rows = await ctx.t.db.selectFrom('webhook_deliveries').select(['id', 'status', 'attempts', 'last_error']).orderBy('created_at').execute();
+    expect(rows).toEqual([
+      { id: first!.id, status: 'failed', attempts: 0, last_error: 'endpoint disabled' },
+      { id: second!.id, status: 'pending', attempts: 1, last_error: 'not sent: the endpoint secret cannot be opened with this WEBHOOK_SECRET_KEY' },
+    ]);
+    expect(receiver.received).toEqual([]);
   });
 
   it('gives a pending delivery that lost its job a new one (the sweep)', async () => {

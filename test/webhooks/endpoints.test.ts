@@ -6,6 +6,7 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSecretBox } from '../../src/webhooks/secrets.ts';
+import { buildApp } from '../helpers/app.ts';
 import { createTestContext, newKey, type TestContext } from '../helpers/context.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
@@ -42,6 +43,9 @@ describe('webhook endpoints', () => {
     expect(replay.body).toEqual(created.body);
     expect((await rows(ctx)).endpoints).toBe(1);
 
+    // Nowhere in the clear: not in the endpoint's row, not in the answer stored with the key for replays.
+    const keyRow = await ctx.t.db.selectFrom('idempotency_keys').select(sql<string>`response_body::text`.as('body')).executeTakeFirstOrThrow();
+    expect(keyRow.body).not.toContain(created.body.secret.slice('whsec_'.length));
     const stored = await ctx.t.db.selectFrom('webhook_endpoints').select('secret_ciphertext').executeTakeFirstOrThrow();
     expect(stored.secret_ciphertext).not.toContain(created.body.secret.slice('whsec_'.length));
     expect(createSecretBox().open(stored.secret_ciphertext)).toBe(created.body.secret);
@@ -73,12 +77,15 @@ describe('webhook endpoints', () => {
       'http://0.0.0.0/hooks',
       'http://[::ffff:127.0.0.1]/hooks',
       'http://[fd00::1]/hooks',
+      'http://[2002:7f00:1::]/hooks',
+      'http://[::127.0.0.1]/hooks',
+      'http://2130706433/hooks',
     ];
     for (const url of refused) {
       const res = await post(ctx, auth, { url, enabled_events: ['*'] });
       expectProblem(res, 400, 'validation_failed');
       expect(res.body.errors[0].path).toBe('url');
-      expect(res.body.errors[0].message).toMatch(/not a public address/);
+      expect(res.body.errors[0].message).toMatch(/^(\S+ is not a public address|localhost resolves to an address that is not public)$/);
     }
     for (const [url, message] of [
       ['ftp://example.com/hooks', /http or https/],
@@ -100,6 +107,42 @@ describe('webhook endpoints', () => {
     ctx = await createTestContext({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
     const { auth } = await ctx.account();
     expect((await post(ctx, auth, { url: 'http://localhost:8080/hooks', enabled_events: ['*'] })).status).toBe(201);
+  });
+
+  it('holds the limit of 16 under concurrent creates on two api copies', async () => {
+    ctx = await createTestContext();
+    const { auth } = await ctx.account();
+    const other = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 24 }, (_, i) =>
+          request(i % 2 ? other.app : ctx!.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', newKey()).send({ url: `https://93.184.215.14/hooks/${i}`, enabled_events: ['*'] }),
+        ),
+      );
+      expect(answers.map((a) => a.status).sort()).toEqual([...Array(16).fill(201), ...Array(8).fill(409)]);
+      expect(answers.filter((a) => a.status === 409).map((a) => a.body.code)).toEqual(Array(8).fill('too_many_webhook_endpoints'));
+      expect((await rows(ctx)).endpoints).toBe(16);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('answers 404 for a create whose endpoint was deleted before the request finished (its process died after writing it)', async () => {
+    ctx = await createTestContext();
+    const { auth } = await ctx.account();
+    const key = newKey();
+    const body = { url: 'https://93.184.215.14/hooks', enabled_events: ['*'] };
+    const created = (await post(ctx, auth, body, key)).body;
+    // As a process that died after phase 1 leaves it: the endpoint written, the key unfinished and free.
+    await sql`update idempotency_keys set recovery_point = 'intent_recorded', locked_at = null, lease_token = null,
+              response_status = null, response_body = null, response_headers = null`.execute(ctx.t.db);
+    expect((await request(ctx.app).delete(`/v1/webhook_endpoints/${created.id}`).set(auth)).status).toBe(200);
+    const retry = await post(ctx, auth, body, key);
+    expectProblem(retry, 404, 'not_found');
+    const replay = await post(ctx, auth, body, key);
+    expect([replay.status, replay.body.code, replay.headers['idempotent-replayed']]).toEqual([404, 'not_found', 'true']);
+    const keys = await ctx.t.db.selectFrom('idempotency_keys').select('recovery_point').execute();
+    expect(keys).toEqual([{ recovery_point: 'finished' }]);
   });
 
   it('keeps each account to its own endpoints, and to 16 of them', async () => {

@@ -115,6 +115,35 @@ describe('events', () => {
     expect((await request(ctx.app).get(`/v1/charges/${pending.id}`).set(auth)).body.status).toBe('pending');
   });
 
+  it('a charge finishing while its account deletes an endpoint waits for the delete, then writes its event without that delivery', async () => {
+    ctx = await createTestContext();
+    const { account, auth } = await ctx.account();
+    await ctx.t.db
+      .insertInto('webhook_endpoints')
+      .values({ id: 'we_deleted', account_id: account.id, url: 'https://93.184.215.14/hooks', enabled_events: ['*'], secret_ciphertext: 'unused' })
+      .execute();
+    const deleting = await ctx.t.pool.connect();
+    try {
+      await deleting.query('begin');
+      await deleting.query(`delete from webhook_endpoints where id = 'we_deleted'`);
+      const charging = postCharge(ctx, auth, newKey()).then((r) => r);
+      // The charge's statement waits on the endpoint row the uncommitted delete holds.
+      await expect
+        .poll(async () => (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(ctx!.t.db)).rows[0]!.n, {
+          timeout: 5000,
+          interval: 20,
+        })
+        .toBe(1);
+      await deleting.query('commit');
+      const res = await charging;
+      expect(res.status).toBe(201);
+      expect(await eventsOf(ctx, res.body.id)).toEqual(['charge.succeeded']);
+      expect((await sql<{ n: number }>`select count(*)::int as n from webhook_deliveries`.execute(ctx.t.db)).rows[0]!.n).toBe(0);
+    } finally {
+      deleting.release();
+    }
+  });
+
   it('shows an account only its own events', async () => {
     ctx = await createTestContext();
     const mine = await ctx.account();

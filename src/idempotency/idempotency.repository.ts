@@ -114,6 +114,18 @@ export async function recordIntentOf(db: DbOrTrx, keyId: string, intent: Intent)
     select count(*) from intent`.execute(db);
 }
 
+/** Whether the account holds this key, unexpired (its request was made already). */
+export async function keyExists(db: DbOrTrx, accountId: string, key: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('idempotency_keys')
+    .select('id')
+    .where('account_id', '=', accountId)
+    .where('key', '=', key)
+    .where('expires_at', '>', sql<Date>`now()`)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /** Takes the lease of an unfinished key nobody holds; undefined when someone does, or it finished. */
 export async function takeLeaseIfFree(db: DbOrTrx, id: string, leaseSeconds: number): Promise<KeyRow | undefined> {
   return db

@@ -21,6 +21,7 @@ import {
   deleteKey,
   finishKey,
   finishKeyWith,
+  keyExists,
   insertKeyIfAbsent,
   type Intent,
   type KeyRow,
@@ -317,7 +318,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     return { reaped, batches };
   }
 
-  return { execute, drive, completeAbandoned, reapExpired };
+  /** Whether a request with this key was made already: its repeat gets the stored answer, checks or not. */
+  const isRepeat = (accountId: string, key: string) => autocommit(db, (conn) => keyExists(conn, accountId, key));
+
+  return { execute, drive, completeAbandoned, reapExpired, isRepeat };
 }
 
 export type Idempotency = ReturnType<typeof createIdempotency>;

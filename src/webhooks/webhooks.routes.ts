@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { ValidationError } from '../errors.ts';
 import { respondIdempotently } from '../idempotency/idempotency.http.ts';
+import { parseIdempotencyKey } from '../idempotency/idempotency.schemas.ts';
 import type { Idempotency, IdempotentOperation } from '../idempotency/idempotency.service.ts';
 import { parseWith } from '../validation.ts';
 import { refusedUrl } from './url-safety.ts';
@@ -17,11 +18,15 @@ export function webhookRoutes(deps: {
   const router = Router();
 
   // The URL's host is resolved before anything is stored: an address that is not public is refused here,
-  // and again at every delivery (a name may resolve elsewhere later).
+  // and again at every delivery (a name may resolve elsewhere later). A repeat of a request already made
+  // is not checked again: it gets its stored answer, whatever the name resolves to now.
   router.post('/webhook_endpoints', async (req, res) => {
+    const key = parseIdempotencyKey(req.get('idempotency-key'));
     const { url } = parseWith(createWebhookEndpointSchema, req.body);
     const refused = await refusedUrl(new URL(url), { allowPrivate: deps.allowPrivateUrls, timeoutMs: deps.lookupTimeoutMs });
-    if (refused) throw new ValidationError([{ path: 'url', message: refused }], `Webhooks are not sent to ${url}: ${refused}.`);
+    if (refused && !(await deps.idempotency.isRepeat(res.locals.account!.id, key))) {
+      throw new ValidationError([{ path: 'url', message: refused }], `Webhooks are not sent to ${url}: ${refused}.`);
+    }
     await respondIdempotently(req, res, deps.idempotency, deps.createEndpoint);
   });
 

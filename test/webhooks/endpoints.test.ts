@@ -103,10 +103,24 @@ describe('webhook endpoints', () => {
     expect(await rows(ctx)).toEqual({ endpoints: 0, keys: 0 });
   });
 
-  it('allows private addresses when WEBHOOK_ALLOW_PRIVATE_URLS is set', async () => {
+  it('allows private addresses when WEBHOOK_ALLOW_PRIVATE_URLS is set; a repeat of that request elsewhere still gets its answer', async () => {
     ctx = await createTestContext({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
     const { auth } = await ctx.account();
-    expect((await post(ctx, auth, { url: 'http://localhost:8080/hooks', enabled_events: ['*'] })).status).toBe(201);
+    const key = newKey();
+    const body = { url: 'http://localhost:8080/hooks', enabled_events: ['*'] };
+    const created = await post(ctx, auth, body, key);
+    expect(created.status).toBe(201);
+    // An api copy that refuses the address (or where the name now resolves inward) replays the stored answer.
+    const strict = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url });
+    try {
+      const replay = await request(strict.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', key).send(body);
+      expect([replay.status, replay.headers['idempotent-replayed']]).toEqual([201, 'true']);
+      expect(replay.body).toEqual(created.body);
+      const fresh = await request(strict.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', newKey()).send(body);
+      expectProblem(fresh, 400, 'validation_failed');
+    } finally {
+      await strict.close();
+    }
   });
 
   it('holds the limit of 16 under concurrent creates on two api copies', async () => {

@@ -40,7 +40,8 @@ from idempotency_keys k
 where k.account_id = :account_id and k.key = 'no such key'
 \gset
 
--- 3. Record the processor's answer and finish the key with the stored response, in one statement.
+-- 3. Record the processor's answer, its event (with a delivery and its job for each endpoint that wants it:
+--    none here), and finish the key with the stored response, in one statement.
 with change as (
   update charges
   set status = 'succeeded', processor_reference = 'pr_' || :charge_id, failure_code = null,
@@ -51,6 +52,28 @@ with change as (
     and not exists (select 1 from charges other
                     where other.processor_reference = 'pr_' || :charge_id and other.id <> :charge_id)
   returning id
+), event as (
+  insert into events (id, account_id, type, data)
+  select 'evt_' || substr(md5(random()::text), 1, 16), :account_id, 'charge.succeeded',
+         '{"id": "ch_x","object": "charge","amount": 1000,"currency": "usd","status": "succeeded","amount_refunded": 0,"refunded": false,"description": null,"metadata": {},"failure_code": null,"failure_message": null,"processor_reference": "pr_x","created": "2026-11-29T00:00:00.000Z"}'::jsonb
+  where exists (select 1 from change)
+  returning id, account_id, type
+), deliveries as (
+  insert into webhook_deliveries (event_id, endpoint_id, account_id, window_ends_at)
+  select event.id, w.id, event.account_id, now() + make_interval(secs => 259200)
+  from event
+  join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
+    and w.enabled_events && array[event.type, '*']
+  for key share of w
+  returning id, next_attempt_at, attempts
+), delivery_jobs as (
+  insert into pgboss.job
+    (name, data, singleton_key, start_after, retry_limit, retry_delay, retry_backoff, retry_delay_max,
+     expire_seconds, deletion_seconds, keep_until, policy, dead_letter)
+  select q.name, jsonb_build_object('delivery', d.id, 'attempt', d.attempts + 1), d.id::text, d.next_attempt_at,
+         q.retry_limit, q.retry_delay, q.retry_backoff, q.retry_delay_max, q.expire_seconds, q.deletion_seconds,
+         d.next_attempt_at + make_interval(secs => q.retention_seconds), q.policy, q.dead_letter
+  from deliveries d join pgboss.queue q on q.name = 'webhook'
 ), finished as (
   update idempotency_keys
   set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = 201,

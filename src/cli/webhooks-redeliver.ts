@@ -1,10 +1,7 @@
 // npm run webhooks:redeliver -- <evt_… | we_…>: an operator's redelivery once a receiver is fixed. Every
 // dead-lettered delivery of the event (or of the endpoint) is pending again, due now, with a new retry
 // window; its endpoint is enabled again if it had been disabled. Deliveries already made are not repeated.
-import { createSecretBox } from '../webhooks/secrets.ts';
-import { createEvents, eventSettings } from '../events/events.service.ts';
-import { createLogger } from '../logger.ts';
-import { createWebhooks, deliverySettings } from '../webhooks/webhooks.service.ts';
+import { redeliverFailed } from '../webhooks/webhooks.repository.ts';
 import { withDatabase } from './with-database.ts';
 
 const target = process.argv[2] ?? '';
@@ -15,13 +12,6 @@ if (!which) {
 }
 
 await withDatabase(async (db, { config }) => {
-  const webhooks = createWebhooks({
-    db,
-    box: createSecretBox(config.WEBHOOK_SECRET_KEY),
-    events: createEvents({ db, settings: eventSettings(config) }),
-    logger: createLogger('silent'),
-    settings: deliverySettings(config),
-  });
-  const redelivered = await webhooks.redeliver(which);
+  const redelivered = await redeliverFailed(db, which, config.WEBHOOK_RETRY_WINDOW_SECONDS);
   process.stdout.write(`${redelivered} dead-lettered webhook deliver${redelivered === 1 ? 'y' : 'ies'} of ${target} pending again\n`);
 });

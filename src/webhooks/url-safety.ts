@@ -83,18 +83,16 @@ export function publicOnlyLookup(
 /** Why a URL may not receive webhooks (resolving its host, within `timeoutMs`), or undefined when it may. */
 export async function refusedUrl(url: URL, options: { allowPrivate: boolean; timeoutMs: number }): Promise<string | undefined> {
   if (options.allowPrivate) return undefined;
-  const literal = literalAddress(url);
-  if (literal) return isPublicAddress(literal) ? undefined : refusal(literal, literal).message;
-  const resolved = await new Promise<LookupAddress[] | Error>((resolve) => {
-    const timer = setTimeout(() => resolve(new Error(`${url.hostname} did not resolve within ${options.timeoutMs} ms`)), options.timeoutMs);
-    lookup(url.hostname, { all: true }, (err, addresses) => {
+  if (literalAddress(url)) return refusedLiteral(url)?.message;
+  // The same check a delivery makes on the addresses it connects to.
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(`${url.hostname} did not resolve within ${options.timeoutMs} ms`), options.timeoutMs);
+    publicOnlyLookup(url.hostname, { all: true }, (err) => {
       clearTimeout(timer);
-      resolve(err ? new Error(`${url.hostname} does not resolve (${err.code ?? err.message})`) : addresses);
+      if (!err) resolve(undefined);
+      else resolve(err instanceof AddressRefusedError ? err.message : `${url.hostname} does not resolve (${err.code ?? err.message})`);
     });
   });
-  if (resolved instanceof Error) return resolved.message;
-  const inward = resolved.find((a) => !isPublicAddress(a.address));
-  return inward ? refusal(url.hostname, inward.address).message : undefined;
 }
 
 /** The address check of a delivery to a URL whose host is an address (no lookup happens for those). */

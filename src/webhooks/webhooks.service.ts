@@ -32,7 +32,6 @@ import {
   listDeliveries,
   listEndpoints,
   recordAttempt,
-  redeliverFailed,
   redriveDriverlessDeliveries,
 } from './webhooks.repository.ts';
 import { type CreateWebhookEndpointParams, createWebhookEndpointSchema, type WebhookEndpoint } from './webhooks.schemas.ts';
@@ -236,8 +235,9 @@ export function createWebhooks(deps: {
      */
     async deliver(id: string, jobAttempt?: number): Promise<DeliveryRow['status'] | 'skipped'> {
       const target = await findDeliveryTarget(db, id);
+      const number = (target?.attempts ?? 0) + 1;
       // Done already, or a job for an attempt made meanwhile (a repeat of this job, one the sweep made).
-      if (!target || target.status !== 'pending' || (jobAttempt !== undefined && jobAttempt !== target.attempts + 1)) return 'skipped';
+      if (!target || target.status !== 'pending' || (jobAttempt !== undefined && jobAttempt !== number)) return 'skipped';
       if (target.endpoint_status !== 'enabled') {
         // Disabled while this delivery's event was being written: it ends here rather than wait forever.
         await failDelivery(db, id, 'endpoint disabled');
@@ -248,8 +248,7 @@ export function createWebhooks(deps: {
       );
       const result = await attempt(target, body);
       observe?.attempt(result.outcome, result.durationMs / 1000);
-      const number = target.attempts + 1;
-      const recorded = await inTransaction(db, async (trx) => {
+      const { delivery, disabled } = await inTransaction(db, async (trx): Promise<{ delivery?: DeliveryRow; disabled?: EndpointRow }> => {
         const delivery = await recordAttempt(trx, id, number, result, retryDelayMs(number));
         if (delivery?.status !== 'failed') return { delivery };
         const windowStart = new Date(delivery.window_ends_at.getTime() - settings.windowSeconds * 1000);
@@ -258,7 +257,6 @@ export function createWebhooks(deps: {
         if (disabled) await events.record(trx, disabled.account_id, 'webhook_endpoint.disabled', presentEndpoint(disabled));
         return { delivery, disabled };
       });
-      const { delivery, disabled } = recorded as { delivery?: DeliveryRow; disabled?: EndpointRow };
       if (!delivery) return 'skipped';
       const fields = { delivery: id, event: target.event_id, endpoint: target.endpoint_id, attempt: number, status: result.responseStatus };
       if (delivery.status === 'failed') {
@@ -273,9 +271,6 @@ export function createWebhooks(deps: {
       }
       return delivery.status;
     },
-
-    /** Failed deliveries of an event or an endpoint, pending again with a new window (an operator's call). */
-    redeliver: (target: { eventId: string } | { endpointId: string }) => redeliverFailed(db, target, settings.windowSeconds),
 
     /** Pending deliveries that are due and lost their job get a new one. */
     redrive: (limit: number) => redriveDriverlessDeliveries(db, limit),

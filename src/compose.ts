@@ -3,10 +3,9 @@
 import type pg from 'pg';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
-import { createDb } from './db/database.ts';
+import { createDb, outageLogOf } from './db/database.ts';
 import { createHealth, createReadiness } from './health/health.service.ts';
 import { createBoss, createJobQueue, queueDepths, wakeDeferredSettleJobs } from './db/job-queue.ts';
-import { createOutageLog } from './outage-log.ts';
 import { pendingPaymentsSummary } from './payments/payments.repository.ts';
 import { withDeadline } from './request-context.ts';
 import type { Logger } from './logger.ts';
@@ -31,8 +30,9 @@ export async function compose(options: {
   const metrics = createMetrics();
   metrics.watchPool(pool);
 
-  // One line when the database goes away and one when it is back, however many loops run into it.
-  const outage = createOutageLog(logger);
+  // One line when the database goes away and one when it is back, however many requests, loops, pool
+  // connections and pg-boss timers run into it.
+  const outage = outageLogOf(pool, logger);
   const boss = createBoss(pool, { supervise: options.supervise });
   boss.on('error', (err) => outage.report(err, 'job queue') || logger.error({ err }, 'job queue error'));
   await boss.start();

@@ -87,9 +87,15 @@ export const configSchema = z.object({
     'Requests one API key may send per window, counted in Postgres for every api copy; 0 turns the limit off.',
   ),
   RATE_LIMIT_WINDOW_SECONDS: int(1, 1, 3600).describe('Length of a rate-limit window.'),
-  IDEMPOTENCY_LEASE_SECONDS: int(60, 1, 86400).describe(
-    'How long a request holds its key before others may resume it.',
-  ),
+  IDEMPOTENCY_LEASE_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(86400)
+    .optional()
+    .describe(
+      'How long a request holds its key before a retry or the completer may resume it. Unset: what a request can really take, its deadline plus 2 s (7 s with the default REQUEST_TIMEOUT_MS), so a key whose process or database connection died is free within seconds.',
+    ),
   IDEMPOTENCY_KEY_TTL_SECONDS: int(86400, 60, 2592000).describe('How long a key is kept (24 h).'),
   WORKER_ENABLED: flag(true).describe('Run the job worker in the all and worker roles.'),
   MIGRATE_ON_START: flag(true).describe(
@@ -148,7 +154,13 @@ export const configSchema = z.object({
     .describe('How often workers poll.'),
 });
 
-export type Config = Readonly<Omit<z.infer<typeof configSchema>, 'PROCESSOR_MAX_CONCURRENCY'> & { PROCESSOR_MAX_CONCURRENCY: number }>;
+type Derived = 'PROCESSOR_MAX_CONCURRENCY' | 'IDEMPOTENCY_LEASE_SECONDS';
+export type Config = Readonly<Omit<z.infer<typeof configSchema>, Derived> & Record<Derived, number>>;
+
+// A request's work ends by its deadline; its last statement, sent just before, ends on the server within
+// a fraction of a second after (the read timeout, then client_connection_check_interval). The margin
+// covers that and a database clock a little ahead of ours.
+const LEASE_MARGIN_SECONDS = 2;
 
 export class ConfigError extends Error {}
 
@@ -169,6 +181,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'invalid configuration: BREAKER_RESET_TIMEOUT_MS: must be >= BREAKER_ROLLING_WINDOW_MS (opossum keeps old failures across a close)',
     );
   }
-  const { PROCESSOR_MAX_CONCURRENCY = Math.max(1, Math.floor(parsed.data.MAX_IN_FLIGHT_REQUESTS / 4)) } = parsed.data;
-  return Object.freeze({ ...parsed.data, PROCESSOR_MAX_CONCURRENCY });
+  const {
+    PROCESSOR_MAX_CONCURRENCY = Math.max(1, Math.floor(parsed.data.MAX_IN_FLIGHT_REQUESTS / 4)),
+    IDEMPOTENCY_LEASE_SECONDS = Math.ceil(parsed.data.REQUEST_TIMEOUT_MS / 1000) + LEASE_MARGIN_SECONDS,
+  } = parsed.data;
+  return Object.freeze({ ...parsed.data, PROCESSOR_MAX_CONCURRENCY, IDEMPOTENCY_LEASE_SECONDS });
 }

@@ -155,18 +155,37 @@ export class OverloadedError extends ProblemError {
   }
 }
 
+// The server cannot do our work now, or this connection is no longer to a server that can: a restart, a
+// failover (an old primary come back as a standby, a proxy still pointing at it), a lost host. The
+// connection is destroyed and the work answers 503; the same request works again once a primary answers.
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
   'ETIMEDOUT',
   'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
   'ENOTFOUND',
   'EAI_AGAIN',
+  '25006', // read_only_sql_transaction: a standby, or a primary still in crash recovery behind a proxy
   '57P01', // admin_shutdown
   '57P02', // crash_shutdown
-  '57P03', // cannot_connect_now
+  '57P03', // cannot_connect_now: starting up, shutting down, in recovery
+  '57P04', // database_dropped
   '53300', // too_many_connections
 ]);
+
+/**
+ * Deadlock and serialization failures: the server rolled the statement or transaction back and said so,
+ * so running it again is safe, and is how they are meant to be handled.
+ */
+const RETRYABLE_CODES = new Set([
+  '40P01', // deadlock_detected
+  '40001', // serialization_failure
+]);
+
+export const isRetryableConflict = (err: unknown): boolean =>
+  typeof (err as { code?: unknown })?.code === 'string' && RETRYABLE_CODES.has((err as { code: string }).code);
 
 const TIMEOUT_CODES = new Set([
   '57014', // query_canceled: a statement_timeout we set from the deadline
@@ -178,7 +197,8 @@ const TIMEOUT_CODES = new Set([
  * (`unavailable`), or the work's own deadline ran out while it waited on a statement or a lock (`timeout`).
  */
 export function databaseTrouble(err: unknown): 'unavailable' | 'timeout' | undefined {
-  if (!(err instanceof Error)) return undefined;
+  // pg-boss emits some of its errors as plain copies ({ ...err, message, stack }), not Error instances.
+  if (typeof err !== 'object' || err === null || typeof (err as { message?: unknown }).message !== 'string') return undefined;
   if (err instanceof DeadlineExceededError) return 'timeout';
   if (err instanceof CommitUnknownError) return databaseTrouble(err.cause) ?? 'unavailable';
   const code = (err as { code?: unknown }).code;
@@ -189,7 +209,7 @@ export function databaseTrouble(err: unknown): 'unavailable' | 'timeout' | undef
     return inner.includes('unavailable') ? 'unavailable' : inner.find(Boolean);
   }
   return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Connection ended|not queryable/i.test(
-    err.message,
+    (err as { message: string }).message,
   )
     ? 'unavailable'
     : undefined;

@@ -6,9 +6,9 @@ import { countAccounts } from './accounts/accounts.repository.ts';
 import { createAccount } from './accounts/accounts.service.ts';
 import { compose } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
-import { createDb, createPool, migrateToLatest } from './db/database.ts';
+import { createDb, createPool, DatabaseSetupError, migrateToLatest, waitForDatabase } from './db/database.ts';
 import { EmbeddedPostgresError, startEmbeddedPostgres } from './db/embedded.ts';
-import { opsListener, rawProblem } from './http/ops.ts';
+import { opsListener, rawProblem, startingListener } from './http/ops.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { startSimulator } from './simulator/simulator.ts';
 
@@ -66,6 +66,38 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     logger.warn('WEBHOOK_SECRET_KEY is unset: webhook signing secrets are encrypted with the development key; set one in production');
   }
 
+  // The listeners open first and say "alive, not ready" until the database takes writes, so an
+  // orchestrator neither restarts a process that waits for its database nor sends it traffic.
+  type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+  let api: Listener = startingListener();
+  let ops: Listener = startingListener();
+  if (role !== 'worker') {
+    // HTTP/1.1 asks for a Host header, but nothing here routes by it: a request without one is served,
+    // rather than refused by Node with a bare 400.
+    const s = createServer({ requireHostHeader: false }, (req, res) => api(req, res));
+    // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
+    s.headersTimeout = 10_000;
+    s.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
+    s.on('clientError', answerClientError);
+    // An Expect this server does not meet (anything but 100-continue) still gets a problem+json answer.
+    s.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+      const { head, body } = rawProblem(417, 'expectation_failed', 'Expectation failed', 'Only "Expect: 100-continue" is supported.');
+      res.writeHead(417, head).end(body);
+    });
+    await listen(s, config.PORT, config.HOST, 'PORT');
+    server = s;
+  }
+  let opsUrl: string | undefined;
+  if (role === 'worker') {
+    // The worker serves no API, only its operators: /livez, and /metrics for its jobs, dead letters and sweeps.
+    const o = createServer({ requireHostHeader: false }, (req, res) => ops(req, res));
+    await listen(o, config.WORKER_METRICS_PORT, config.HOST, 'WORKER_METRICS_PORT');
+    closers.push(() => new Promise((resolve) => o.close(resolve)));
+    opsUrl = urlOf(o, config.HOST, config.WORKER_METRICS_PORT);
+  }
+  await waitForDatabase(pool, logger, () => shuttingDown);
+  if (shuttingDown) return;
+
   if (config.MIGRATE_ON_START) {
     const applied = await migrateToLatest(createDb(pool));
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
@@ -96,37 +128,23 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
     closers.push(() => worker.stop());
   }
 
-  if (role === 'worker') {
-    // The worker serves no API, only its operators: /livez, and /metrics for its jobs, dead letters and sweeps.
-    const ops = createServer({ requireHostHeader: false }, opsListener(service.metrics.registry));
-    await listen(ops, config.WORKER_METRICS_PORT, config.HOST, 'WORKER_METRICS_PORT');
-    closers.push(() => new Promise((resolve) => ops.close(resolve)));
-    const address = ops.address();
-    const url = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.WORKER_METRICS_PORT}`;
-    logger.info({ role, url }, 'worker metrics listening');
+  if (opsUrl) {
+    ops = opsListener(service.metrics.registry);
+    logger.info({ role, url: opsUrl }, 'worker metrics listening');
   }
 
-  if (role !== 'worker') {
-    // HTTP/1.1 asks for a Host header, but nothing here routes by it: a request without one is served,
-    // rather than refused by Node with a bare 400.
-    const s = createServer({ requireHostHeader: false }, service.app());
-    await listen(s, config.PORT, config.HOST, 'PORT');
-    server = s;
-    // A slow or silent client cannot hold a socket for long; each request also has its own deadline.
-    server.headersTimeout = 10_000;
-    server.requestTimeout = config.REQUEST_TIMEOUT_MS + 5_000;
-    server.on('clientError', answerClientError);
-    // An Expect this server does not meet (anything but 100-continue) still gets a problem+json answer.
-    server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-      const { head, body } = rawProblem(417, 'expectation_failed', 'Expectation failed', 'Only "Expect: 100-continue" is supported.');
-      res.writeHead(417, head).end(body);
-    });
-    const address = server.address();
-    const baseUrl = `http://${config.HOST}:${typeof address === 'object' && address ? address.port : config.PORT}`;
+  if (server) {
+    api = service.app();
+    const baseUrl = urlOf(server, config.HOST, config.PORT);
     logger.info({ role, url: baseUrl }, 'api listening');
-    if (role === 'all') await greetOnFirstStart(service.db, baseUrl);
+    // A greeting that fails (the database went away just now) is no reason to stop a running service.
+    if (role === 'all') await greetOnFirstStart(service.db, baseUrl).catch((err: Error) => logger.warn({ reason: err.message }, 'could not greet'));
   }
+}
 
+function urlOf(server: Server, host: string, port: number): string {
+  const address = server.address();
+  return `http://${host}:${typeof address === 'object' && address ? address.port : port}`;
 }
 
 /**
@@ -205,7 +223,7 @@ const logger = createLogger(config.LOG_LEVEL);
 main(role, config, logger).catch((err) => {
   // A start cut short by a signal: the shutdown under way closes what was opened and exits.
   if (stopping) return;
-  if (err instanceof StartupError || err instanceof EmbeddedPostgresError) {
+  if (err instanceof StartupError || err instanceof EmbeddedPostgresError || err instanceof DatabaseSetupError) {
     process.stderr.write(`${err.message}\n`);
   } else {
     logger.fatal({ err }, 'failed to start');

@@ -1,9 +1,14 @@
-// A database outage is one event, not one log line per pool client, poll and loop that runs into it.
+// A database outage is one event, not one log line per request, pool client, poll and loop that runs into it.
 import { databaseTrouble } from './errors.ts';
 import type { Logger } from './logger.ts';
 
+// The database counts as back after a statement answered this long after the last failure: at the edges
+// of an outage some connections still answer while others fail, and that is one outage, not several.
+const SETTLED_MS = 1000;
+
 export function createOutageLog(logger: Logger) {
   let down = false;
+  let lastFailureAt = 0;
   return {
     /**
      * Logs the first failure of an outage; true when `err` is one (logged now or already). A lock wait or
@@ -11,18 +16,19 @@ export function createOutageLog(logger: Logger) {
      */
     report(err: unknown, where: string): boolean {
       if (databaseTrouble(err) !== 'unavailable') return false;
+      lastFailureAt = Date.now();
       if (!down) {
         down = true;
         const e = err as Error & { code?: string };
-        logger.error({ where, code: e.code, reason: e.message }, 'database unavailable: background work waits and retries');
+        logger.error({ where, code: e.code, reason: e.message }, 'database unavailable: requests answer 503, background work waits and retries');
       }
       return true;
     },
-    /** Background work reached the database again. */
+    /** A statement got its answer. */
     recovered(): void {
-      if (!down) return;
+      if (!down || Date.now() - lastFailureAt < SETTLED_MS) return;
       down = false;
-      logger.info('database reachable again: background work resumes');
+      logger.info('database reachable again: requests and background work resume');
     },
     get down() {
       return down;

@@ -6,6 +6,7 @@ import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import { configureQueues, type PaymentJob, RECONCILE_QUEUE, SETTLE_QUEUE, WEBHOOK_QUEUE } from './db/job-queue.ts';
+import { databaseTrouble } from './errors.ts';
 import { OUTCOME_RESERVE_MS } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -59,6 +60,17 @@ export function createWorker(deps: WorkerDeps) {
     }
   }
 
+  /**
+   * A failure of background work: nothing more when it is the outage already logged, one short line when
+   * the database was only too slow for the work's deadline, the error with its stack when it is a bug.
+   */
+  function failed(err: unknown, where: string, fields: Record<string, unknown>, message: string): void {
+    if (outage.report(err, where)) return;
+    const e = err as Error & { code?: string };
+    if (databaseTrouble(err)) logger.warn({ ...fields, code: e.code, reason: e.message }, message);
+    else logger.error({ err, ...fields }, message);
+  }
+
   /** Runs one job under its own deadline; a result that asks for a retry hands the job back to pg-boss. */
   async function runJob(
     queue: string,
@@ -75,9 +87,7 @@ export function createWorker(deps: WorkerDeps) {
       outage.recovered();
     } catch (err) {
       metrics?.settleOutcomes.inc({ queue, kind, result: 'error' });
-      if (!outage.report(err, `${queue} job`)) {
-        logger.error({ err, job_id: job.id, kind, id }, `${queue} job failed unexpectedly; pg-boss will retry it`);
-      }
+      failed(err, `${queue} job`, { job_id: job.id, kind, id }, `${queue} job failed unexpectedly; pg-boss will retry it`);
       throw err;
     }
     metrics?.settleOutcomes.inc({ queue, kind, result });
@@ -108,7 +118,7 @@ export function createWorker(deps: WorkerDeps) {
             outage.recovered();
           },
           (err) => {
-            if (!outage.report(err, name)) logger.warn({ err }, `${name} pass failed`);
+            failed(err, name, {}, `${name} pass failed`);
             backoffMs = Math.max(seconds * 1000, Math.min(MAX_BACKOFF_MS, backoffMs * 2));
             notBefore = Date.now() + backoffMs;
           },
@@ -154,9 +164,7 @@ export function createWorker(deps: WorkerDeps) {
           );
           outage.recovered();
         } catch (err) {
-          if (!outage.report(err, `${WEBHOOK_QUEUE} job`)) {
-            logger.error({ err, job_id: job!.id, delivery: job!.data.delivery }, 'webhook job failed unexpectedly; pg-boss will retry it');
-          }
+          failed(err, `${WEBHOOK_QUEUE} job`, { job_id: job!.id, delivery: job!.data.delivery }, 'webhook job failed unexpectedly; pg-boss will retry it');
           throw err;
         }
       });

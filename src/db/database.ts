@@ -6,7 +6,8 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { migrations } from '../../migrations/index.ts';
 import type { Config } from '../config.ts';
-import { CommitUnknownError, databaseTrouble, DeadlineExceededError, StatementUnansweredError } from '../errors.ts';
+import { CommitUnknownError, databaseTrouble, DeadlineExceededError, isRetryableConflict, StatementUnansweredError } from '../errors.ts';
+import { createOutageLog, type OutageLog } from '../outage-log.ts';
 import { currentDeadline } from '../request-context.ts';
 import type { Database } from './schema.ts';
 
@@ -37,6 +38,18 @@ const types = {
 export const connectionLost = (err: Error & { code?: string }) => ({ code: err.code ?? 'none', reason: err.message });
 
 const CLIENT_CHECK_INTERVAL_MS = 250;
+// An idle connection to a host that vanished (a failed-over node, a cut network) is noticed after this
+// much silence plus the kernel's probes (libuv sends them every second, ten of them), not after the
+// kernel's default of two hours.
+const KEEPALIVE_IDLE_MS = 3000;
+
+/** What the pool's clients report to: one line when the database is lost, one when it is back. */
+const outages = new WeakMap<pg.Pool, OutageLog>();
+export const outageLogOf = (pool: pg.Pool, logger: Logger): OutageLog => {
+  let outage = outages.get(pool);
+  if (!outage) outages.set(pool, (outage = createOutageLog(logger)));
+  return outage;
+};
 
 export function createPool(url: string, settings: PoolSettings, logger: Logger): pg.Pool {
   const statementTimeout = Math.min(settings.DB_STATEMENT_TIMEOUT_MS, settings.REQUEST_TIMEOUT_MS);
@@ -55,13 +68,18 @@ export function createPool(url: string, settings: PoolSettings, logger: Logger):
     // lock it waited for is let go (Postgres 14+; it does not notice a gone client on its own).
     options: `-c client_connection_check_interval=${CLIENT_CHECK_INTERVAL_MS}`,
     idleTimeoutMillis: 30000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
     types,
   });
+  const outage = outageLogOf(pool, logger);
   // pg-pool listens for errors only on idle clients. A checked-out client whose server goes away between
   // two queries (a restart, pg_terminate_backend) emits 'error' with nobody listening, and that kills the
   // process; so every client gets a listener of its own from the moment it exists. The pool then drops it.
   pool.on('connect', (client) => {
-    client.on('error', (err) => logger.warn(connectionLost(err), 'database connection lost'));
+    client.on('error', (err) => {
+      if (!outage.report(err, 'connection')) logger.warn(connectionLost(err), 'database connection lost');
+    });
   });
   pool.on('error', (err) => logger.debug(connectionLost(err), 'idle database connection lost'));
   return pool;
@@ -72,8 +90,16 @@ export function createPool(url: string, settings: PoolSettings, logger: Logger):
  * asks (a request's, a job's), whatever the pool's own connection timeout.
  */
 function deadlineBoundPool(pool: pg.Pool): PostgresPool {
+  const outage = outages.get(pool);
   return {
-    connect: async () => releasedClean(await connectBy(pool, currentDeadline())),
+    connect: async () => {
+      try {
+        return releasedClean(await connectBy(pool, currentDeadline()), outage);
+      } catch (err) {
+        outage?.report(err, 'connect');
+        throw err;
+      }
+    },
     end: () => pool.end(),
     options: pool.options,
   };
@@ -85,27 +111,40 @@ function deadlineBoundPool(pool: pg.Pool): PostgresPool {
  * would commit another caller's writes into that transaction. So such a client is destroyed instead.
  * Every statement also gets a read timeout from the deadline of the work it serves (see boundedQuery).
  */
-function releasedClean(client: pg.PoolClient): pg.PoolClient {
+function releasedClean(client: pg.PoolClient, outage: OutageLog | undefined): pg.PoolClient {
   const release = client.release;
   client.release = (err?: Error | boolean) => {
     const idle = (client as unknown as { readyForQuery: boolean }).readyForQuery;
-    const clean = idle && (client.getTransactionStatus() ?? 'I') === 'I';
+    const clean = idle && (client.getTransactionStatus() ?? 'I') === 'I' && !unusable.has(client);
     // Kysely says `false` for "no error"; anything truthy already asks the pool to destroy the client.
-    release(err || (clean ? undefined : new Error('connection released busy or inside a transaction')));
+    release(err || (clean ? undefined : new Error('connection released busy, inside a transaction, or unusable')));
   };
   if (!deadlineBound.has(client)) {
     deadlineBound.add(client);
     const query = client.query.bind(client) as (...args: unknown[]) => Promise<pg.QueryResult>;
     // Kysely sends (text, values); anything else (pg-boss's callbacks through pool.query) passes untouched.
-    (client as { query: unknown }).query = (...args: unknown[]) =>
-      typeof args[0] === 'string' && args.length <= 2 && typeof args[1] !== 'function'
-        ? boundedQuery(query, args[0], args[1] as unknown[] | undefined, currentDeadline())
-        : query(...args);
+    (client as { query: unknown }).query = async (...args: unknown[]) => {
+      if (!(typeof args[0] === 'string' && args.length <= 2 && typeof args[1] !== 'function')) return query(...args);
+      try {
+        const result = await boundedQuery(query, args[0], args[1] as unknown[] | undefined, currentDeadline());
+        outage?.recovered();
+        return result;
+      } catch (err) {
+        // A connection to a server that cannot take our work (read-only after a failover, shutting down)
+        // is never handed out again: the next one may reach the new primary.
+        if (databaseTrouble(err) === 'unavailable') {
+          unusable.add(client);
+          outage?.report(err, 'statement');
+        }
+        throw err;
+      }
+    };
   }
   return client;
 }
 
 const deadlineBound = new WeakSet<pg.PoolClient>();
+const unusable = new WeakSet<pg.PoolClient>();
 
 // A transaction's first statement meets the server's own bound (statement_timeout, taken from the same
 // deadline) before this one, and that error is definite; later, and for a statement sent on its own, the
@@ -173,6 +212,10 @@ export async function inTransaction<T>(
   work: (trx: Db) => Promise<T>,
   deadline: number | undefined = currentDeadline(),
 ): Promise<T> {
+  return retryingConflicts(() => oneTransaction(db, work, deadline), deadline);
+}
+
+async function oneTransaction<T>(db: Db, work: (trx: Db) => Promise<T>, deadline: number | undefined): Promise<T> {
   let bounds = '';
   if (deadline !== undefined) {
     const left = Math.floor(deadline - Date.now());
@@ -208,14 +251,87 @@ export async function inTransaction<T>(
  * so that comes out as a CommitUnknownError. An error while waiting for a connection means nothing was sent.
  */
 export async function autocommit<T>(db: Db, statement: (conn: Db) => Promise<T>): Promise<T> {
-  return db.connection().execute(async (conn) => {
+  const once = () =>
+    db.connection().execute(async (conn) => {
+      try {
+        return await statement(conn);
+      } catch (err) {
+        if (err instanceof StatementUnansweredError || databaseTrouble(err) === 'unavailable') throw new CommitUnknownError(err);
+        throw err;
+      }
+    });
+  return retryingConflicts(once, currentDeadline());
+}
+
+// Without a deadline (a command, a test), a conflict that keeps coming back is reported after this many runs.
+const CONFLICT_TRIES = 5;
+const CONFLICT_BACKOFF_MS = 20;
+
+/**
+ * Runs `run` again when the server rolled it back for a deadlock or a serialization failure, with a short
+ * jittered pause so the two parties do not meet again, as long as the deadline leaves time for it.
+ */
+async function retryingConflicts<T>(run: () => Promise<T>, deadline: number | undefined): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
     try {
-      return await statement(conn);
+      return await run();
     } catch (err) {
-      if (err instanceof StatementUnansweredError || databaseTrouble(err) === 'unavailable') throw new CommitUnknownError(err);
-      throw err;
+      if (!isRetryableConflict(err)) throw err;
+      const pause = Math.random() * CONFLICT_BACKOFF_MS * 2 ** Math.min(attempt, 5);
+      if (deadline === undefined ? attempt >= CONFLICT_TRIES : Date.now() + pause + MIN_TRANSACTION_MS >= deadline) {
+        // Out of time: to the client this is a request that did not finish in time, not a 500.
+        if (deadline !== undefined) throw new DeadlineExceededError('kept meeting deadlocks until the deadline', { cause: err });
+        throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
-  });
+  }
+}
+
+/** The database answered, and no wait will change the answer: the configuration must (one line, then exit). */
+export class DatabaseSetupError extends Error {}
+
+// Refusals that stay until someone changes the configuration or the server's.
+const SETUP_CODES: Record<string, string> = {
+  '28P01': 'wrong password',
+  '28000': 'connection not allowed for this user',
+  '3D000': 'no such database',
+  '42501': 'permission denied',
+};
+const START_WAIT_FIRST_MS = 250;
+const START_WAIT_MAX_MS = 5000;
+
+/**
+ * Waits until the database takes connections and writes (a primary out of recovery), with jittered
+ * backoff: a process started before its database, or during a failover, starts when the database is
+ * ready rather than exiting. Says so once when it begins to wait and once when it is done. Throws a
+ * DatabaseSetupError on an answer no wait will change, and stops early when `stopping()` says so.
+ */
+export async function waitForDatabase(pool: pg.Pool, logger: Logger, stopping: () => boolean): Promise<void> {
+  let waitedSince: number | undefined;
+  for (let wait = START_WAIT_FIRST_MS; !stopping(); wait = Math.min(wait * 2, START_WAIT_MAX_MS)) {
+    let reason: { code?: string; reason: string };
+    try {
+      const { rows } = await pool.query<{ read_only: boolean }>(`select current_setting('transaction_read_only') = 'on' as read_only`);
+      if (!rows[0]?.read_only) {
+        if (waitedSince !== undefined) logger.info({ waited_ms: Date.now() - waitedSince }, 'database ready: starting');
+        return;
+      }
+      reason = { code: '25006', reason: 'the server is read-only (a standby, or still recovering)' };
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code && SETUP_CODES[e.code]) {
+        throw new DatabaseSetupError(`cannot use the database: ${SETUP_CODES[e.code]} (${e.message}); check DATABASE_URL`);
+      }
+      if (!databaseTrouble(err)) throw err;
+      reason = { code: e.code, reason: e.message };
+    }
+    if (waitedSince === undefined) {
+      waitedSince = Date.now();
+      logger.warn(reason, 'waiting for the database: /livez answers 200, /readyz 503 meanwhile');
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait / 2 + Math.random() * (wait / 2)));
+  }
 }
 
 export function createMigrator(db: AnyDb): Migrator {

@@ -6,7 +6,7 @@ import type { Backlog } from '../metrics.ts';
 
 // What an unauthenticated caller may learn: a stable code per check. Hosts, roles and driver messages
 // go to the log only.
-export type CheckCode = 'shutting_down' | 'database_unreachable' | 'schema_not_migrated' | 'migrations_pending';
+export type CheckCode = 'shutting_down' | 'database_unreachable' | 'database_read_only' | 'schema_not_migrated' | 'migrations_pending';
 
 export interface ReadinessResult {
   ready: boolean;
@@ -27,11 +27,16 @@ export async function withTimeout<T>(work: Promise<T>, ms: number, what: string)
   }
 }
 
-/** Missing migrations, by name; throws when the database does not answer. */
-async function missingMigrations(db: Db): Promise<string[]> {
-  const { rows } = await sql<{ name: string }>`select name from kysely_migration`.execute(db);
-  const applied = new Set(rows.map((r) => r.name));
-  return knownMigrations().filter((m) => !applied.has(m));
+/**
+ * Missing migrations, by name, and whether the server takes writes (a standby, or a primary still in
+ * crash recovery, reached through a proxy does not); throws when the database does not answer.
+ */
+async function databaseState(db: Db): Promise<{ missing: string[]; readOnly: boolean }> {
+  const { rows } = await sql<{ names: string[] | null; read_only: boolean }>`
+    select (select array_agg(name) from kysely_migration) as names,
+           current_setting('transaction_read_only') = 'on' as read_only`.execute(db);
+  const applied = new Set(rows[0]?.names ?? []);
+  return { missing: knownMigrations().filter((m) => !applied.has(m)), readOnly: rows[0]?.read_only ?? false };
 }
 
 export function createReadiness(deps: { db: Db; logger: Logger; timeoutMs: number; isShuttingDown: () => boolean }) {
@@ -40,7 +45,11 @@ export function createReadiness(deps: { db: Db; logger: Logger; timeoutMs: numbe
       return { ready: false, checks: { shutdown: { status: 'fail', code: 'shutting_down' } } };
     }
     try {
-      const missing = await withTimeout(missingMigrations(deps.db), deps.timeoutMs, 'the database');
+      const { missing, readOnly } = await withTimeout(databaseState(deps.db), deps.timeoutMs, 'the database');
+      if (readOnly) {
+        deps.logger.warn({ check: 'database_read_only' }, 'not ready');
+        return { ready: false, checks: { database: { status: 'fail', code: 'database_read_only' } } };
+      }
       if (missing.length) deps.logger.warn({ missing }, 'not ready: migrations pending');
       const migrations = missing.length
         ? { status: 'fail' as const, code: 'migrations_pending' as const }

@@ -5,9 +5,9 @@ import type { Registry } from 'prom-client';
 import { PROBLEM_TYPE_BASE } from '../errors.ts';
 
 /** A problem+json answer written without express: for the ops listener and for errors Node meets first. */
-export function rawProblem(status: number, code: string, title: string, detail: string) {
+export function rawProblem(status: number, code: string, title: string, detail: string, extra: Record<string, unknown> = {}) {
   const requestId = `req_${randomUUID().replaceAll('-', '')}`;
-  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`, title, status, detail, code, request_id: requestId });
+  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}${code.replaceAll('_', '-')}`, title, status, detail, code, request_id: requestId, ...extra });
   const head = {
     'Content-Type': 'application/problem+json',
     'X-Content-Type-Options': 'nosniff',
@@ -36,5 +36,29 @@ export function opsListener(registry: Registry) {
     }
     const { head, body } = rawProblem(404, 'not_found', 'Not found', `No ${req.method} ${path} here: this process serves /livez and /metrics.`);
     return send(404, head, body);
+  };
+}
+
+/**
+ * The face of a process still waiting for its database: alive, not ready, and every other request told
+ * that nothing was done. Swapped for the real one once the process has started.
+ */
+export function startingListener() {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/livez') {
+      return res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(req.method === 'HEAD' ? undefined : JSON.stringify({ status: 'ok' }));
+    }
+    const ready = path === '/readyz';
+    const { head, body } = rawProblem(
+      503,
+      ready ? 'not_ready' : 'database_unavailable',
+      ready ? 'Not ready' : 'Database unavailable',
+      ready
+        ? 'The service is starting: it waits for its database.'
+        : 'The service is starting and cannot reach its database yet. Nothing was written: retry later.',
+      ready ? { checks: { database: { status: 'fail', code: 'database_unreachable' } } } : {},
+    );
+    res.writeHead(503, { ...head, 'Retry-After': '1' }).end(req.method === 'HEAD' ? undefined : body);
   };
 }

@@ -38,8 +38,12 @@ export interface NewKey {
   body: JsonObject;
 }
 
-/** Inserts the key with a fresh lease, or returns undefined when the account already has it. */
-export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: number): Promise<KeyRow | undefined> {
+/**
+ * Inserts the key with a fresh lease named by `leaseToken`, or returns undefined when the account already
+ * has it. Every lease token comes from the caller, so a caller whose statement went unanswered still
+ * knows the token it may hold, and can give the lease back.
+ */
+export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: number, leaseToken: string): Promise<KeyRow | undefined> {
   return db
     .insertInto('idempotency_keys')
     .values({
@@ -51,7 +55,7 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
       request_body: JSON.stringify(k.body),
       recovery_point: 'intent_recorded',
       locked_at: sql<Date>`now()`,
-      lease_token: sql<string>`gen_random_uuid()`,
+      lease_token: leaseToken,
       expires_at: sql<Date>`now() + make_interval(secs => ${ttlSeconds})`,
     })
     .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
@@ -127,10 +131,10 @@ export async function keyExists(db: DbOrTrx, accountId: string, key: string): Pr
 }
 
 /** Takes the lease of an unfinished key nobody holds; undefined when someone does, or it finished. */
-export async function takeLeaseIfFree(db: DbOrTrx, id: string, leaseSeconds: number): Promise<KeyRow | undefined> {
+export async function takeLeaseIfFree(db: DbOrTrx, id: string, leaseSeconds: number, leaseToken: string): Promise<KeyRow | undefined> {
   return db
     .updateTable('idempotency_keys')
-    .set(NEW_LEASE)
+    .set({ ...NEW_LEASE, lease_token: leaseToken })
     .where('id', '=', id)
     .where('recovery_point', '<>', 'finished')
     .where(sql<boolean>`(locked_at is null or locked_at <= now() - make_interval(secs => ${leaseSeconds}))`)
@@ -217,11 +221,11 @@ const NEW_LEASE = {
   lease_token: sql<string>`gen_random_uuid()`,
 };
 
-/** Takes the lease on a locked row; returns its token, which names this holder. */
-export async function takeLease(db: DbOrTrx, id: string): Promise<string> {
+/** Takes the lease on a locked row, named by `leaseToken` (its holder's own); returns the token. */
+export async function takeLease(db: DbOrTrx, id: string, leaseToken: string): Promise<string> {
   const row = await db
     .updateTable('idempotency_keys')
-    .set(NEW_LEASE)
+    .set({ ...NEW_LEASE, lease_token: leaseToken })
     .where('id', '=', id)
     .returning('lease_token')
     .executeTakeFirstOrThrow();

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { RawBuilder } from 'kysely';
 import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
-import { CommitUnknownError, ProblemError, RequestInterruptedError } from '../errors.ts';
+import { CommitUnknownError, databaseTrouble, ProblemError, RequestInterruptedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId, requestContext, withDeadline } from '../request-context.ts';
 import {
@@ -104,6 +104,10 @@ export const OUTCOME_RESERVE_MS = 750;
 
 // A claim that keeps losing races to concurrent deletes and inserts of the same key gives up after this.
 const CLAIM_TRIES = 3;
+// A lease that could not be given back is tried again at these intervals (doubling) until the database
+// answers, so a retry finds its key free within about a second of the database's return.
+const GIVE_BACK_FIRST_RETRY_MS = 100;
+const GIVE_BACK_RETRY_MAX_MS = 1000;
 const CHECK_VIOLATION = '23514';
 
 export const storedResponse = (row: KeyRow): StoredResponse => ({
@@ -114,6 +118,37 @@ export const storedResponse = (row: KeyRow): StoredResponse => ({
 
 export function createIdempotency(deps: { db: Db; settings: IdempotencySettings; logger: Logger }) {
   const { db, settings, logger } = deps;
+
+  /**
+   * Gives a lease back so a retry (or the completer) may resume the key at once. This process still holds
+   * the lease's token after it lost its database, so the release is tried again until the database
+   * answers, for as long as the lease would have lasted; the first try is awaited, the others run behind.
+   * Outside any deadline (the request's may have just run out): this is cleanup, one short statement.
+   */
+  async function giveBack(key: Pick<KeyRow, 'id' | 'lease_token'>): Promise<void> {
+    const until = Date.now() + settings.leaseSeconds * 1000;
+    const release = () => requestContext.exit(() => releaseLease(db, key));
+    const retry = (wait: number) => {
+      if (Date.now() + wait >= until) return;
+      setTimeout(() => {
+        release().then(
+          () => logger.info({ key_id: key.id }, 'idempotency lease given back once the database answered again'),
+          (err: unknown) => (databaseTrouble(err) ? retry(Math.min(wait * 2, GIVE_BACK_RETRY_MAX_MS)) : leaseKept(key, err)),
+        );
+      }, wait).unref();
+    };
+    try {
+      await release();
+    } catch (err) {
+      if (databaseTrouble(err)) retry(GIVE_BACK_FIRST_RETRY_MS);
+      else leaseKept(key, err);
+    }
+  }
+
+  const leaseKept = (key: Pick<KeyRow, 'id'>, err: unknown) => {
+    const e = err as Error & { code?: string };
+    logger.warn({ key_id: key.id, code: e.code, reason: e.message }, 'could not give an idempotency lease back; it runs out by itself');
+  };
 
   /** Phase 1 in one statement, without row locks: new, a replay, in use, reused, or resumable. */
   async function claim<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P): Promise<Claim> {
@@ -128,6 +163,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       } catch (err) {
         // A constraint a concurrent request got to first (a refund past what is left, say): decide under locks.
         if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, fingerprint);
+        // The key may have been claimed: it is given back as soon as the database answers.
+        if (err instanceof CommitUnknownError) await giveBack({ id, lease_token: newKey.leaseToken });
         throw err;
       }
       // The intent cannot be written at once, or the key was inserted by another request just now.
@@ -142,7 +179,13 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const decided = decide(op, row, fingerprint);
       if (decided) return decided;
       // Unfinished and nobody's: take the lease, unless someone just did (then look again).
-      const leased = await autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds));
+      const leaseToken = randomUUID();
+      const leased = await autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds, leaseToken)).catch(
+        async (err: unknown) => {
+          if (err instanceof CommitUnknownError) await giveBack({ id: row.id, lease_token: leaseToken });
+          throw err;
+        },
+      );
       if (leased) return { kind: 'resumed', key: leased };
     }
     return claimCarefully(op, req, params, fingerprint);
@@ -164,14 +207,22 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
 
   /** Phase 1 the careful way: one transaction, the key's row locked, the operation's rules checked under locks. */
   async function claimCarefully<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P, fingerprint: string): Promise<Claim> {
-    return inTransaction(db, async (trx) => {
+    // The lease this transaction may have taken when its COMMIT goes unanswered.
+    let taken: Pick<KeyRow, 'id' | 'lease_token'> | undefined;
+    const leaseToken = randomUUID();
+    return inTransaction(db, async (trx): Promise<Claim> => {
+      taken = undefined;
       for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
         const inserted = await insertKeyIfAbsent(
           trx,
           { ...req, method: op.method, path: op.path, fingerprint },
           settings.ttlSeconds,
+          leaseToken,
         );
-        if (inserted) return recordIntent(trx, op, inserted, params);
+        if (inserted) {
+          taken = inserted;
+          return recordIntent(trx, op, inserted, params);
+        }
 
         const existing = await lockKeyByAccountKey(trx, req.accountId, req.key, settings.leaseSeconds);
         if (!existing) continue; // deleted between our insert and our select: try the insert again
@@ -181,10 +232,13 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         }
         const decided = decide(op, existing, fingerprint);
         if (decided) return decided;
-        const leaseToken = await takeLease(trx, existing.id);
-        return { kind: 'resumed', key: { ...existing, lease_token: leaseToken } };
+        taken = { id: existing.id, lease_token: await takeLease(trx, existing.id, leaseToken) };
+        return { kind: 'resumed' as const, key: { ...existing, lease_token: taken.lease_token } };
       }
       throw new Error(`could not claim idempotency key after ${CLAIM_TRIES} tries`);
+    }).catch(async (err: unknown) => {
+      if (err instanceof CommitUnknownError && taken) await giveBack(taken);
+      throw err;
     });
   }
 
@@ -223,11 +277,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         return response;
       });
     } catch (err) {
-      // Let a retry resume at once instead of waiting out the lease; if this fails too, the lease expires.
-      // Outside the deadline that may have just run out: this is cleanup, one short statement.
-      await requestContext
-        .exit(() => releaseLease(db, key))
-        .catch((e: Error & { code?: string }) => logger.warn({ code: e.code, reason: e.message }, 'could not release idempotency lease'));
+      // Let a retry resume at once instead of waiting out the lease.
+      await giveBack(key);
       throw err;
     }
   }

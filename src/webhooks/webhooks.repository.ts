@@ -90,7 +90,15 @@ export interface AttemptResult {
 /**
  * Records attempt `attempt` (1-based) of a pending delivery: succeeded, due again after `retryDelayMs`, or
  * failed for good (dead-lettered) when that would pass its window; with its job for the next attempt.
- * Undefined when the attempt was recorded already (another run of the same delivery got there first).
+ * Undefined when the attempt was recorded already (another run of the same delivery got there first), or
+ * the endpoint was deleted (its deliveries with it).
+ *
+ * Lock order: the endpoint, then its deliveries, as a delete of the endpoint takes them (its row, then
+ * the cascade). This transaction updates the endpoint after the delivery (last_success_at, or disabled);
+ * had it locked the delivery first, a delete in between would deadlock with it. NO KEY UPDATE
+ * is the lock those updates take anyway: recordings for one endpoint queue here, so one that disables it
+ * and fails its pending deliveries never waits for one that holds such a delivery and waits for the
+ * endpoint. It does not conflict with the KEY SHARE of an event fanning out to the endpoint.
  */
 export async function recordAttempt(
   trx: DbOrTrx,
@@ -99,6 +107,11 @@ export async function recordAttempt(
   result: AttemptResult,
   retryDelayMs: number,
 ): Promise<DeliveryRow | undefined> {
+  const { rows: endpoint } = await sql`
+    select w.id from webhook_endpoints w
+    where w.id = (select d.endpoint_id from webhook_deliveries d where d.id = ${id})
+    for no key update`.execute(trx);
+  if (!endpoint.length) return undefined;
   const next = sql`now() + make_interval(secs => ${retryDelayMs / 1000})`;
   const { rows } = await sql<DeliveryRow>`
     update webhook_deliveries
@@ -163,6 +176,8 @@ export async function disableFailingEndpoint(trx: DbOrTrx, endpointId: string, s
 /**
  * An operator's redelivery: failed deliveries of an event or of an endpoint become pending again, due now,
  * with a new window and a job each; their endpoints are enabled again. Returns how many.
+ * The endpoints are locked first (`locked`: a delivery is updated only once its endpoint's row came out of
+ * it), in the order a delete and a delivery take them (see recordAttempt).
  */
 export async function redeliverFailed(
   db: DbOrTrx,
@@ -170,17 +185,23 @@ export async function redeliverFailed(
   windowSeconds: number,
 ): Promise<number> {
   const which = 'eventId' in target ? sql`d.event_id = ${target.eventId}` : sql`d.endpoint_id = ${target.endpointId}`;
+  const endpoints =
+    'eventId' in target
+      ? sql`w.id in (select d.endpoint_id from webhook_deliveries d where ${which} and d.status = 'failed')`
+      : sql`w.id = ${target.endpointId}`;
   const { rows } = await sql<{ redelivered: number }>`
-    with redelivered as (
+    with locked as (
+      select w.id from webhook_endpoints w where ${endpoints} order by w.id for no key update
+    ), redelivered as (
       update webhook_deliveries d
       set status = 'pending', next_attempt_at = now(), window_ends_at = now() + make_interval(secs => ${windowSeconds}),
           last_error = null
-      where ${which} and d.status = 'failed'
+      where ${which} and d.status = 'failed' and d.endpoint_id in (select id from locked)
       returning d.id, d.next_attempt_at, d.attempts, d.endpoint_id
     ), enabled as (
       update webhook_endpoints w set status = 'enabled', disabled_reason = null, updated_at = now()
-      where w.status = 'disabled' and (w.id in (select endpoint_id from redelivered)
-        ${'endpointId' in target ? sql`or w.id = ${target.endpointId}` : sql``})
+      where w.status = 'disabled' and w.id in (select id from locked)
+        ${'eventId' in target ? sql`and w.id in (select endpoint_id from redelivered)` : sql``}
     ), jobs as (${deliveryJobsFor(sql`redelivered`)})
     select count(*)::int as redelivered from redelivered`.execute(db);
   return rows[0]?.redelivered ?? 0;

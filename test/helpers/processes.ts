@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { auditLogLine } from './log-audit.ts';
 
-export type Role = 'all' | 'api' | 'worker';
+/** A role of `node src/main.ts`, or `simulator`: the processor simulator alone, given as options.command (`node src/simulator/main.ts --port N`). */
+export type Role = 'all' | 'api' | 'worker' | 'simulator';
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 export interface Exit {
   code: number | null;
@@ -341,4 +342,34 @@ export async function chargeUntilFinal(
     await sleep(options.pauseMs ?? 100);
   }
   return { key: options.key, answers, gaveUp: 'max_tries' };
+}
+
+/** Whether `work` settled within `ms` (its rejection counts as settled). */
+export async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** No process exited: no 'exit' event and no exit code. Fails with the process's stderr otherwise. */
+export function expectAlive(services: ServiceProcess[]): void {
+  for (const s of services) {
+    if (!(s.alive() && s.exit() === undefined && s.child.exitCode === null)) throw new Error(`the ${s.role} process died: ${s.describe()}`);
+  }
+}
+
+/** An answer in a few words: "201", "503 database_unavailable", "no answer (timeout)". */
+export const label = (a: ChargeAnswer) => (a.error ? `no answer (${a.error.kind})` : `${a.status}${a.code ? ` ${a.code}` : ''}`);
+
+/** "201 ×36, 409 idempotency_key_in_use ×3", most frequent first. */
+export function countBy<T>(items: T[], key: (item: T) => string): string {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ×${n}`).join(', ') || 'none';
 }

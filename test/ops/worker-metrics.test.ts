@@ -19,6 +19,8 @@ it('answers /livez and /metrics on WORKER_METRICS_PORT, a 404 problem for anythi
   const base = `http://127.0.0.1:${port}`;
   const live = async () => (await fetch(`${base}/livez`).catch(() => undefined))?.status;
   await expect.poll(live, { timeout: 20_000, interval: 100 }).toBe(200);
+  // Alive from the start; its metrics once it has started (its database answered).
+  await expect.poll(() => worker!.lines.some((l) => l.msg === 'worker metrics listening'), { timeout: 20_000, interval: 100 }).toBe(true);
 
   const metrics = await fetch(`${base}/metrics`);
   expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);

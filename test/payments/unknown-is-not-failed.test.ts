@@ -5,6 +5,7 @@ import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chargePayments } from '../../src/charges/charges.service.ts';
 import { refundPayments } from '../../src/refunds/refunds.service.ts';
+import type { Worker } from '../../src/worker.ts';
 import {
   charge,
   createTestContext,
@@ -305,15 +306,19 @@ describe('a processor that forgets keys', () => {
 
 describe('the sweep', () => {
   let ctx: TestContext;
+  let worker: Worker;
   beforeAll(async () => {
     ctx = await createTestContext({ ...FAST_JOBS, SETTLE_MAX_ATTEMPTS: '1' });
-    await ctx.startWorker();
+    worker = await ctx.startWorker();
   });
   afterEach(() => ctx.setChaos({ mode: 'healthy' }));
   afterAll(() => ctx.destroy());
 
   it('counts a job dead-lettered by an unexpected error on its last attempt, drives its charge again, and it settles once', async () => {
     const { auth } = await ctx.account();
+    // Its only settle attempt must meet a processor that answers, or the charge goes the way of a payment
+    // the processor never saw (looked up, voided, failed): no worker runs until the processor is back.
+    await worker.stop();
     await ctx.setChaos({ mode: 'down' });
     const res = await postCharge(ctx, auth, newKey());
     expect(res.status).toBe(202);
@@ -333,6 +338,7 @@ describe('the sweep', () => {
     try {
       const before = await metricValue(ctx, 'settle_dead_letters_total{kind="charge"}');
       await ctx.setChaos({ mode: 'healthy' });
+      worker = await ctx.startWorker();
       await watch(
         () => readCharge(ctx, auth, res.body.id),
         (c) => c.status !== 'pending',

@@ -94,7 +94,7 @@ export const configSchema = z.object({
     .max(86400)
     .optional()
     .describe(
-      'How long a request holds its key before a retry or the completer may resume it. Unset: what a request can really take, its deadline plus 2 s (7 s with the default REQUEST_TIMEOUT_MS), so a key whose process or database connection died is free within seconds.',
+      'How long a request holds its key before a retry or the completer may resume it. Unset: what a request can really take, its deadline plus 2 s (7 s with the default REQUEST_TIMEOUT_MS), so a key whose process or database connection died is free within seconds. Every api and worker must use the same lease: set the same REQUEST_TIMEOUT_MS (or this) everywhere.',
     ),
   IDEMPOTENCY_KEY_TTL_SECONDS: int(86400, 60, 2592000).describe('How long a key is kept (24 h).'),
   WORKER_ENABLED: flag(true).describe('Run the job worker in the all and worker roles.'),

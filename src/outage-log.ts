@@ -6,10 +6,15 @@ import type { Logger } from './logger.ts';
 // of an outage some connections still answer while others fail, and that is one outage, not several.
 const SETTLED_MS = 1000;
 
-export function createOutageLog(logger: Logger) {
+/**
+ * `probe` asks the database something trivial: while it is down, the log asks every SETTLED_MS itself, so
+ * the line saying it is back comes whether or not any work happens to reach the database.
+ */
+export function createOutageLog(logger: Logger, probe?: () => Promise<unknown>) {
   let down = false;
   let lastFailureAt = 0;
-  return {
+  let probing: NodeJS.Timeout | undefined;
+  const log = {
     /**
      * Logs the first failure of an outage; true when `err` is one (logged now or already). A lock wait or
      * statement cut by its deadline is the work's own trouble, not an outage, and is left to the caller.
@@ -21,6 +26,10 @@ export function createOutageLog(logger: Logger) {
         down = true;
         const e = err as Error & { code?: string };
         logger.error({ where, code: e.code, reason: e.message }, 'database unavailable: requests answer 503, background work waits and retries');
+        if (probe) {
+          probing = setInterval(() => probe().then(() => log.recovered(), () => undefined), SETTLED_MS);
+          probing.unref();
+        }
       }
       return true;
     },
@@ -28,12 +37,14 @@ export function createOutageLog(logger: Logger) {
     recovered(): void {
       if (!down || Date.now() - lastFailureAt < SETTLED_MS) return;
       down = false;
+      clearInterval(probing);
       logger.info('database reachable again: requests and background work resume');
     },
     get down() {
       return down;
     },
   };
+  return log;
 }
 
 export type OutageLog = ReturnType<typeof createOutageLog>;

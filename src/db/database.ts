@@ -47,7 +47,10 @@ const KEEPALIVE_IDLE_MS = 3000;
 const outages = new WeakMap<pg.Pool, OutageLog>();
 export const outageLogOf = (pool: pg.Pool, logger: Logger): OutageLog => {
   let outage = outages.get(pool);
-  if (!outage) outages.set(pool, (outage = createOutageLog(logger)));
+  if (!outage) {
+    const probe = () => (pool.ending ? Promise.reject(new Error('pool closed')) : pool.query('select 1'));
+    outages.set(pool, (outage = createOutageLog(logger, probe)));
+  }
   return outage;
 };
 
@@ -256,12 +259,16 @@ export async function autocommit<T>(db: Db, statement: (conn: Db) => Promise<T>)
       try {
         return await statement(conn);
       } catch (err) {
+        // A read-only server refused the statement: that is an answer, and nothing was written.
+        if ((err as { code?: string }).code === READ_ONLY) throw err;
         if (err instanceof StatementUnansweredError || databaseTrouble(err) === 'unavailable') throw new CommitUnknownError(err);
         throw err;
       }
     });
   return retryingConflicts(once, currentDeadline());
 }
+
+const READ_ONLY = '25006';
 
 // Without a deadline (a command, a test), a conflict that keeps coming back is reported after this many runs.
 const CONFLICT_TRIES = 5;

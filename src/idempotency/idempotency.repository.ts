@@ -232,16 +232,17 @@ export async function takeLease(db: DbOrTrx, id: string, leaseToken: string): Pr
   return row.lease_token!;
 }
 
-/** Gives up the lease, unless someone else has taken it since. */
-export async function releaseLease(db: DbOrTrx, key: Pick<KeyRow, 'id' | 'lease_token'>): Promise<void> {
-  if (!key.lease_token) return;
-  await db
+/** Gives up the lease, unless someone else has taken it since; true when it was held and is given up now. */
+export async function releaseLease(db: DbOrTrx, key: Pick<KeyRow, 'id' | 'lease_token'>): Promise<boolean> {
+  if (!key.lease_token) return false;
+  const result = await db
     .updateTable('idempotency_keys')
     .set({ locked_at: null, lease_token: null })
     .where('id', '=', key.id)
     .where('lease_token', '=', key.lease_token)
     .where('recovery_point', '<>', 'finished')
-    .execute();
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
 }
 
 export async function finishKey(

@@ -124,21 +124,27 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
    * the lease's token after it lost its database, so the release is tried again until the database
    * answers, for as long as the lease would have lasted; the first try is awaited, the others run behind.
    * Outside any deadline (the request's may have just run out): this is cleanup, one short statement.
+   * `unanswered`: the statement that took the lease went unanswered, and may still be running on the server
+   * (waiting on a lock, say) and commit after this release found nothing to release; so a release that
+   * changed nothing is tried again too.
    */
-  async function giveBack(key: Pick<KeyRow, 'id' | 'lease_token'>): Promise<void> {
+  async function giveBack(key: Pick<KeyRow, 'id' | 'lease_token'>, options: { unanswered?: boolean } = {}): Promise<void> {
     const until = Date.now() + settings.leaseSeconds * 1000;
     const release = () => requestContext.exit(() => releaseLease(db, key));
     const retry = (wait: number) => {
       if (Date.now() + wait >= until) return;
       setTimeout(() => {
         release().then(
-          () => logger.info({ key_id: key.id }, 'idempotency lease given back once the database answered again'),
+          (released) => {
+            if (released) logger.info({ key_id: key.id }, 'idempotency lease given back once the database answered again');
+            else if (options.unanswered) retry(Math.min(wait * 2, GIVE_BACK_RETRY_MAX_MS));
+          },
           (err: unknown) => (databaseTrouble(err) ? retry(Math.min(wait * 2, GIVE_BACK_RETRY_MAX_MS)) : leaseKept(key, err)),
         );
       }, wait).unref();
     };
     try {
-      await release();
+      if (!(await release()) && options.unanswered) retry(GIVE_BACK_FIRST_RETRY_MS);
     } catch (err) {
       if (databaseTrouble(err)) retry(GIVE_BACK_FIRST_RETRY_MS);
       else leaseKept(key, err);
@@ -164,7 +170,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         // A constraint a concurrent request got to first (a refund past what is left, say): decide under locks.
         if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, fingerprint);
         // The key may have been claimed: it is given back as soon as the database answers.
-        if (err instanceof CommitUnknownError) await giveBack({ id, lease_token: newKey.leaseToken });
+        if (err instanceof CommitUnknownError) await giveBack({ id, lease_token: newKey.leaseToken }, { unanswered: true });
         throw err;
       }
       // The intent cannot be written at once, or the key was inserted by another request just now.
@@ -182,7 +188,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const leaseToken = randomUUID();
       const leased = await autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds, leaseToken)).catch(
         async (err: unknown) => {
-          if (err instanceof CommitUnknownError) await giveBack({ id: row.id, lease_token: leaseToken });
+          if (err instanceof CommitUnknownError) await giveBack({ id: row.id, lease_token: leaseToken }, { unanswered: true });
           throw err;
         },
       );
@@ -237,7 +243,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       }
       throw new Error(`could not claim idempotency key after ${CLAIM_TRIES} tries`);
     }).catch(async (err: unknown) => {
-      if (err instanceof CommitUnknownError && taken) await giveBack(taken);
+      if (err instanceof CommitUnknownError && taken) await giveBack(taken, { unanswered: true });
       throw err;
     });
   }

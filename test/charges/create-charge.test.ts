@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { charge, createTestContext, ledgerFor, newKey, postCharge, type TestContext } from '../helpers/context.ts';
+import { charge, createTestContext, ledgerFor, newKey, postCharge, processorKeyFor, type TestContext } from '../helpers/context.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
@@ -92,7 +92,7 @@ describe('POST /v1/charges', () => {
       .select('id')
       .where('account_id', '=', account.id)
       .executeTakeFirstOrThrow();
-    const entries = ledgerFor((await ctx.ledger()).entries, `charge_${row.id}`);
+    const entries = ledgerFor((await ctx.ledger()).entries, processorKeyFor('charge', row.id));
     expect(entries).toHaveLength(1);
     expect(entries[0]!.id).toBe(res.body.processor_reference);
     expect(entries[0]!.request_id).toBe('trace-me-123');

@@ -1,26 +1,39 @@
 // Every rule of the README's "Idempotency" section, caused for real against Postgres and the simulator.
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { insertApiKey } from '../../src/accounts/accounts.repository.ts';
+import { hashApiKey } from '../../src/accounts/accounts.service.ts';
 import { chargePayments } from '../../src/charges/charges.service.ts';
+import { newId } from '../../src/ids.ts';
 import {
   charge,
   countRows,
-  createTestContext,
+  createGatedTestContext,
   ledgerFor,
   newKey,
   postCharge,
+  processorKeyFor,
   readCharge,
   type TestContext,
 } from '../helpers/context.ts';
 import { leaveAbandonedCharge } from '../helpers/factories.ts';
+import type { Gate } from '../helpers/gate.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
-let ctx: TestContext;
+let ctx: TestContext & { gate: Gate };
 beforeAll(async () => {
-  ctx = await createTestContext({ IDEMPOTENCY_LEASE_SECONDS: '60', DB_POOL_MAX: '20', DB_CONNECTION_TIMEOUT_MS: '10000' });
+  // Processor calls go through a gate, so a test can hold one in flight for as long as it needs; one
+  // attempt may take most of the request's deadline, so a held call is not retried meanwhile.
+  ctx = await createGatedTestContext({
+    IDEMPOTENCY_LEASE_SECONDS: '60',
+    DB_POOL_MAX: '20',
+    DB_CONNECTION_TIMEOUT_MS: '10000',
+    PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000',
+  });
 });
 afterAll(() => ctx.destroy());
 
@@ -34,8 +47,16 @@ const keyRow = (accountId: string, key: string) =>
 
 const processorEntriesFor = async (accountId: string, key: string) => {
   const row = await keyRow(accountId, key);
-  return ledgerFor((await ctx.ledger()).entries, `charge_${row!.id}`);
+  return ledgerFor((await ctx.ledger()).entries, processorKeyFor('charge', row!.id));
 };
+
+/** An API key rotation: the account's old key revoked, a new one live. Answers the new key's auth. */
+async function rotateApiKey(accountId: string, oldKey: string) {
+  await ctx.t.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('secret_hash', '=', hashApiKey(oldKey)).execute();
+  const apiKey = `sk_test_${randomBytes(24).toString('base64url')}`;
+  await insertApiKey(ctx.t.db, { id: newId('key'), account_id: accountId, prefix: apiKey.slice(0, 12), secret_hash: hashApiKey(apiKey) });
+  return { Authorization: `Bearer ${apiKey}` };
+}
 
 const outcomesLogged = (requestId: string) =>
   ctx.logs.lines.filter((l) => l.request_id === requestId && l.msg === 'request completed').map((l) => l.idempotency);
@@ -199,12 +220,27 @@ describe('POST /v1/charges idempotency', () => {
     expect(fixed.headers['idempotent-replayed']).toBeUndefined();
   });
 
-  it('stores nothing for a request that fails authentication', async () => {
+  it('stores nothing for a request that fails authentication, even one naming a real account: a retry with a live key runs it as new', async () => {
+    // The revoked key belongs to a live account, so anything the refused request stored would have an
+    // account to belong to: the retry below would then be a replay (or a 409 while it ran).
+    const { account, apiKey, auth: revoked } = await ctx.account();
+    const live = await rotateApiKey(account.id, apiKey);
     const key = newKey();
-    const res = await postCharge(ctx, { Authorization: 'Bearer sk_test_unknownunknownunknown00' }, key);
-    expectProblem(res, 401, 'unauthenticated');
-    const rows = await ctx.t.db.selectFrom('idempotency_keys').select('id').where('key', '=', key).execute();
-    expect(rows).toHaveLength(0);
+    const processorCalls = (await ctx.ledger()).requests.charges;
+    expectProblem(await postCharge(ctx, revoked, key).set('X-Request-Id', 'revoked-1'), 401, 'unauthenticated');
+    expectProblem(await postCharge(ctx, { Authorization: 'Bearer sk_test_unknownunknownunknown00' }, key), 401, 'unauthenticated');
+    // Nothing anywhere: no key row with this key in any account, no charge, no processor call.
+    expect(await ctx.t.db.selectFrom('idempotency_keys').select('account_id').where('key', '=', key).execute()).toEqual([]);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 0, charges: 0 });
+    expect((await ctx.ledger()).requests.charges).toBe(processorCalls);
+    expect(outcomesLogged('revoked-1')).toEqual([undefined]);
+
+    const retry = await postCharge(ctx, live, key).set('X-Request-Id', 'revoked-retry-1');
+    expect(retry.status).toBe(201);
+    expect(retry.headers['idempotent-replayed']).toBeUndefined();
+    expect(outcomesLogged('revoked-retry-1')).toEqual(['new']);
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    expect(await processorEntriesFor(account.id, key)).toHaveLength(1);
   });
 
   it('treats an expired key as absent at once, before the reaper removes it', async () => {
@@ -342,7 +378,7 @@ describe('POST /v1/charges idempotency', () => {
     const again = await postCharge(ctx, auth, key);
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
-    expect(ledgerFor((await ctx.ledger()).entries, `charge_${keyId}`)).toHaveLength(1);
+    expect(ledgerFor((await ctx.ledger()).entries, processorKeyFor('charge', keyId))).toHaveLength(1);
   });
 
   it('answers 409 while the first request waits on a processor that hangs, and never charges twice', async () => {
@@ -373,22 +409,49 @@ describe('POST /v1/charges idempotency', () => {
     }
   });
 
-  it('gives exactly one charge and one processor charge for 50 concurrent requests with one key', async () => {
+  it('gives exactly one charge and one processor charge for 50 concurrent requests with one key; the 49 others overlap it and get 409', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
-    await ctx.setChaos({ mode: 'slow', latency_ms: 200, jitter_ms: 50 });
+    const { gate } = ctx;
+    const processorCallsBefore = gate.arrived();
+    let answered = 0;
+    // Processor calls are held: whichever request claims the key stays in flight, holding it, until the
+    // test opens the gate, and it opens only once the other 49 have all been answered meanwhile.
+    gate.hold();
+    const all = Promise.all(
+      Array.from({ length: 50 }, () =>
+        postCharge(ctx, auth, key).then((r) => {
+          answered += 1;
+          return r;
+        }),
+      ),
+    );
+    all.catch(() => undefined); // awaited below
     try {
-      const answers = await Promise.all(Array.from({ length: 50 }, () => postCharge(ctx, auth, key)));
-      const statuses = answers.map((a) => a.status);
-      expect(statuses.every((s) => s === 201 || s === 409)).toBe(true);
-      const originals = answers.filter((a) => a.status === 201 && !a.headers['idempotent-replayed']);
-      expect(originals).toHaveLength(1);
-      for (const a of answers.filter((x) => x.status === 201)) expect(a.body).toEqual(originals[0]!.body);
-      for (const a of answers.filter((x) => x.status === 409)) expect(a.body.code).toBe('idempotency_key_in_use');
-      expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
-      expect(await processorEntriesFor(account.id, key)).toHaveLength(1);
+      await expect
+        .poll(() => ({ answered, processorCalls: gate.arrived() - processorCallsBefore }), { timeout: 10_000, interval: 20 })
+        .toEqual({ answered: 49, processorCalls: 1 });
     } finally {
-      await ctx.setChaos({ mode: 'healthy' });
+      gate.open();
     }
+    const answers = await all;
+    const [original, ...others] = [...answers].sort((a, b) => a.status - b.status);
+    expect(original!.status).toBe(201);
+    expect(original!.headers['idempotent-replayed']).toBeUndefined();
+    expect(others).toHaveLength(49);
+    for (const a of others) {
+      expectProblem(a, 409, 'idempotency_key_in_use');
+      expect(a.headers['retry-after']).toMatch(/^[1-9]\d*$/);
+    }
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    const entries = await processorEntriesFor(account.id, key);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]!.id).toBe(original!.body.processor_reference);
+    expect(gate.arrived() - processorCallsBefore).toBe(1);
+    // Once it is answered, the key replays its answer.
+    const again = await postCharge(ctx, auth, key);
+    expect(again.status).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.body).toEqual(original!.body);
   });
 });

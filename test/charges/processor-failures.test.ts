@@ -1,16 +1,18 @@
 // The processor misbehaving for real: hanging, down, flaky, losing answers. Each block has its own breaker.
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { charge, createTestContext, newKey, postCharge, type TestContext } from '../helpers/context.ts';
+import {
+  charge,
+  createTestContext,
+  ledgerFor,
+  newKey,
+  postCharge,
+  processorKeyOf,
+  type TestContext,
+} from '../helpers/context.ts';
 
-const keyIdOf = async (ctx: TestContext, chargeId: string) =>
-  (await ctx.t.db.selectFrom('charges').select('idempotency_key_id').where('id', '=', chargeId).executeTakeFirstOrThrow())
-    .idempotency_key_id;
-
-const ledgerEntriesOf = async (ctx: TestContext, chargeId: string) => {
-  const keyId = await keyIdOf(ctx, chargeId);
-  return (await ctx.ledger()).entries.filter((e) => e.idempotency_key === `charge_${keyId}`);
-};
+const ledgerEntriesOf = async (ctx: TestContext, chargeId: string) =>
+  ledgerFor((await ctx.ledger()).entries, await processorKeyOf(ctx, 'charges', chargeId));
 
 describe('a processor that misbehaves', () => {
   let ctx: TestContext;
@@ -163,6 +165,6 @@ describe('the processor simulator', () => {
     const b = await request(ctx.simulator.url).post('/charges').set('Idempotency-Key', 'sim-1').send(body);
     expect(a.status).toBe(200);
     expect(b.body).toEqual(a.body);
-    expect((await ctx.ledger()).entries.filter((e) => e.idempotency_key === 'sim-1')).toHaveLength(1);
+    expect(ledgerFor((await ctx.ledger()).entries, 'sim-1')).toHaveLength(1);
   });
 });

@@ -4,19 +4,23 @@ import { createPool } from '../../src/db/database.ts';
 import { createLogger } from '../../src/logger.ts';
 import { loadConfig } from '../../src/config.ts';
 import { type BuiltApp, buildApp } from '../helpers/app.ts';
-import { charge, countRows, createTestContext, ledgerFor, newKey, type TestContext } from '../helpers/context.ts';
+import { charge, countRows, createGatedTestContext, ledgerFor, newKey, type TestContext } from '../helpers/context.ts';
+import type { Gate } from '../helpers/gate.ts';
+import { expectProblem } from '../helpers/problem.ts';
 import request from 'supertest';
 
-let ctx: TestContext;
+let ctx: TestContext & { gate: Gate };
 const copies: BuiltApp[] = [];
 const pools: { end(): Promise<void> }[] = [];
 
 beforeAll(async () => {
-  ctx = await createTestContext({ DB_CONNECTION_TIMEOUT_MS: '10000' });
+  // Every copy reaches the processor through the context's gate, so the test can hold a call in flight.
+  const env = { DB_CONNECTION_TIMEOUT_MS: '10000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000' };
+  ctx = await createGatedTestContext(env);
   for (let i = 0; i < 2; i += 1) {
-    const pool = createPool(ctx.t.url, loadConfig({ DB_CONNECTION_TIMEOUT_MS: '10000' }), createLogger('silent'));
+    const pool = createPool(ctx.t.url, loadConfig(env), createLogger('silent'));
     pools.push(pool);
-    copies.push(await buildApp({ pool }, { PROCESSOR_URL: ctx.simulator.url }));
+    copies.push(await buildApp({ pool }, { ...env, PROCESSOR_URL: ctx.gate.url }));
   }
 });
 afterAll(async () => {
@@ -26,24 +30,48 @@ afterAll(async () => {
 });
 
 describe('three api copies on one database', () => {
-  it('charges once for one key sent to all of them at once', async () => {
+  it('charges once for one key sent to all of them at once: the copies that did not win answer 409 while it runs', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
     const apps = [ctx.app, ...copies.map((c) => c.app)];
-    await ctx.setChaos({ mode: 'slow', latency_ms: 150, jitter_ms: 50 });
+    const processorCallsBefore = ctx.gate.arrived();
+    let answered = 0;
+    // The winner's processor call is held until the 29 others, 10 or 9 of them on each copy, are answered.
+    ctx.gate.hold();
+    const all = Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        request(apps[i % apps.length]!)
+          .post('/v1/charges')
+          .set(auth)
+          .set('Idempotency-Key', key)
+          .send(charge())
+          .then((r) => {
+            answered += 1;
+            return { copy: i % apps.length, r };
+          }),
+      ),
+    );
+    all.catch(() => undefined); // awaited below
     try {
-      const answers = await Promise.all(
-        Array.from({ length: 30 }, (_, i) =>
-          request(apps[i % apps.length]!).post('/v1/charges').set(auth).set('Idempotency-Key', key).send(charge()),
-        ),
-      );
-      expect(answers.every((a) => a.status === 201 || a.status === 409)).toBe(true);
-      expect(answers.filter((a) => a.status === 201 && !a.headers['idempotent-replayed'])).toHaveLength(1);
-      expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
-      const row = await ctx.t.db.selectFrom('charges').select('processor_idempotency_key').where('account_id', '=', account.id).executeTakeFirstOrThrow();
-      expect(ledgerFor((await ctx.ledger()).entries, row.processor_idempotency_key)).toHaveLength(1);
+      await expect
+        .poll(() => ({ answered, processorCalls: ctx.gate.arrived() - processorCallsBefore }), { timeout: 10_000, interval: 20 })
+        .toEqual({ answered: 29, processorCalls: 1 });
     } finally {
-      await ctx.setChaos({ mode: 'healthy' });
+      ctx.gate.open();
     }
+    const answers = await all;
+    const originals = answers.filter((a) => a.r.status === 201);
+    expect(originals).toHaveLength(1);
+    expect(originals[0]!.r.headers['idempotent-replayed']).toBeUndefined();
+    const inUse = answers.filter((a) => a.r.status !== 201);
+    for (const { r } of inUse) expectProblem(r, 409, 'idempotency_key_in_use');
+    // Every copy turned the key away at least once, including both that did not run the charge.
+    expect(new Set(inUse.map((a) => a.copy))).toEqual(new Set([0, 1, 2]));
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    const row = await ctx.t.db.selectFrom('charges').select('processor_idempotency_key').where('account_id', '=', account.id).executeTakeFirstOrThrow();
+    const entries = ledgerFor((await ctx.ledger()).entries, row.processor_idempotency_key);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]!.id).toBe(originals[0]!.r.body.processor_reference);
+    expect(ctx.gate.arrived() - processorCallsBefore).toBe(1);
   });
 });

@@ -10,6 +10,7 @@ import type { Worker } from '../../src/worker.ts';
 import { type BuiltApp, buildApp } from './app.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { makeAccount } from './factories.ts';
+import { type Gate, startGate } from './gate.ts';
 
 export interface TestContext extends BuiltApp {
   t: TestDatabase;
@@ -27,9 +28,25 @@ export interface TestContext extends BuiltApp {
 }
 
 export async function createTestContext(env: Record<string, string> = {}): Promise<TestContext> {
+  return buildTestContext(env, false);
+}
+
+/**
+ * A test context whose every processor call passes through a gate in front of its simulator (open at
+ * first): `gate.hold()` keeps the calls in flight exactly as long as the test wants, with no timing guess.
+ * setChaos() and ledger() still reach the simulator itself.
+ */
+export async function createGatedTestContext(env: Record<string, string> = {}): Promise<TestContext & { gate: Gate }> {
+  const ctx = await buildTestContext(env, true);
+  return { ...ctx, gate: ctx.gate! };
+}
+
+async function buildTestContext(env: Record<string, string>, gated: boolean): Promise<TestContext & { gate?: Gate }> {
   const t = await createTestDatabase();
   const simulator = await startSimulator();
-  const settings = { PROCESSOR_URL: simulator.url, ...env };
+  const gate = gated ? await startGate(simulator.url) : undefined;
+  gate?.open();
+  const settings = { PROCESSOR_URL: gate?.url ?? simulator.url, ...env };
   // The app gets a pool of its own, built from the same settings, so DB_* variables take effect.
   const pool = createPool(t.url, loadConfig(settings), createLogger('silent'));
   const built = await buildApp({ pool }, settings);
@@ -38,6 +55,7 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
     ...built,
     t,
     simulator,
+    gate,
     async setChaos(chaos) {
       const res = await request(simulator.url).put('/chaos').send(chaos);
       if (res.status !== 200) throw new Error(`chaos not set: ${res.text}`);
@@ -56,6 +74,7 @@ export async function createTestContext(env: Record<string, string> = {}): Promi
       for (const worker of workers) await worker.stop();
       await built.close();
       await pool.end();
+      await gate?.close();
       await simulator.close();
       await t.destroy();
     },
@@ -98,6 +117,12 @@ export function postCharge(
 export function ledgerFor(entries: LedgerEntry[], processorKey: string) {
   return entries.filter((e) => e.idempotency_key === processorKey);
 }
+
+/**
+ * The processor idempotency key the service derives from one of our idempotency key rows: what it sends the
+ * processor for the charge or refund that key row made. The one place the tests spell the format out.
+ */
+export const processorKeyFor = (kind: 'charge' | 'refund', idempotencyKeyId: string) => `${kind}_${idempotencyKeyId}`;
 
 /** The processor idempotency key of a charge or refund, as the ledger records it. */
 export async function processorKeyOf(ctx: TestContext, table: 'charges' | 'refunds', id: string) {

@@ -3,9 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   charge,
   createTestContext,
+  FAST_JOBS,
   ledgerFor,
   newKey,
   postCharge,
+  processorKeyOf,
   readCharge,
   type TestContext,
 } from '../helpers/context.ts';
@@ -13,13 +15,7 @@ import { expectProblem } from '../helpers/problem.ts';
 
 let ctx: TestContext;
 beforeAll(async () => {
-  ctx = await createTestContext({
-    PROCESSOR_MAX_ATTEMPTS: '1',
-    JOB_POLL_INTERVAL_SECONDS: '0.5',
-    SETTLE_RETRY_DELAY_SECONDS: '1',
-    SETTLE_RETRY_DELAY_MAX_SECONDS: '1',
-    SETTLE_MAX_ATTEMPTS: '50',
-  });
+  ctx = await createTestContext({ ...FAST_JOBS, SETTLE_MAX_ATTEMPTS: '50' });
   await ctx.startWorker();
 });
 afterAll(() => ctx.destroy());
@@ -60,8 +56,8 @@ describe('POST /v1/refunds', () => {
     });
     expect(res.headers.location).toBe(`/v1/refunds/${res.body.id}`);
     expect(await readCharge(ctx, auth, chargeId)).toMatchObject({ amount_refunded: 1000, refunded: true });
-    const entries = (await ctx.ledger()).entries.filter((e) => e.type === 'refund' && e.id === res.body.processor_reference);
-    expect(entries).toHaveLength(1);
+    const entries = ledgerFor((await ctx.ledger()).entries, await processorKeyOf(ctx, 'refunds', res.body.id));
+    expect(entries).toMatchObject([{ type: 'refund', id: res.body.processor_reference, amount: 1000 }]);
   });
 
   it('refunds part of a charge, then the rest, and no more', async () => {

@@ -3,8 +3,9 @@ import { databaseTrouble } from './errors.ts';
 import type { Logger } from './logger.ts';
 
 // The database counts as back after a statement answered this long after the last failure: at the edges
-// of an outage some connections still answer while others fail, and that is one outage, not several.
-const SETTLED_MS = 1000;
+// of an outage some connections still answer while others fail, and attempts begun during it (a connect
+// timing out after DB_CONNECTION_TIMEOUT_MS, 2 s by default) still fail after it; that is one outage, not several.
+const SETTLED_MS = 3000;
 
 /**
  * `probe` asks the database something trivial: while it is down, the log asks every SETTLED_MS itself, so

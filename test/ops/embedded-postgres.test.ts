@@ -83,7 +83,8 @@ async function oneLineFailure(service: ReturnType<typeof startService>): Promise
   return lines[0]!;
 }
 
-describe('the embedded Postgres', () => {
+// Each case starts real processes and an initdb of its own: bounded generously, for a machine under load.
+describe('the embedded Postgres', { timeout: 180_000 }, () => {
   it("reuses the server still running for its own directory, on that server's port", async () => {
     const dir = path.join(root, 'reused');
     const pgPort = await freePort();

@@ -363,12 +363,16 @@ describe('the sweep', () => {
 
   it('gives a pending charge whose job was deleted by hand a new one', async () => {
     const { auth } = await ctx.account();
+    // As above: the job is deleted before any worker can run it, and the only settle attempt meets a
+    // processor that answers.
+    await worker.stop();
     await ctx.setChaos({ mode: 'down' });
     const res = await postCharge(ctx, auth, newKey());
     expect(res.status).toBe(202);
     const before = await metricValue(ctx, 'sweep_redriven_total{kind="charge"}');
     await sql`delete from pgboss.job where singleton_key = ${`charge:${res.body.id}`}`.execute(ctx.t.db);
     await ctx.setChaos({ mode: 'healthy' });
+    worker = await ctx.startWorker();
     await watch(
       () => readCharge(ctx, auth, res.body.id),
       (c) => c.status !== 'pending',

@@ -23,9 +23,6 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
     pool: 'forks',
-    // Test files mostly wait (for Postgres, for child processes, for a deadline to pass), so four run at a
-    // time even on two cores; vitest's default there (cores - 1) ran them one by one.
-    maxWorkers: 4,
     testTimeout: 30_000,
     hookTimeout: 120_000,
     teardownTimeout: 30_000,

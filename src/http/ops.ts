@@ -18,15 +18,20 @@ export function rawProblem(status: number, code: string, title: string, detail: 
   return { head, body };
 }
 
+/** GET /livez: the process runs; checks nothing else. True when it was that request (and is answered). */
+function answeredLivez(req: IncomingMessage, res: ServerResponse, path: string | undefined): boolean {
+  if (!((req.method === 'GET' || req.method === 'HEAD') && path === '/livez')) return false;
+  res.writeHead(200, { 'Cache-Control': 'no-store', 'Content-Type': 'application/json' }).end(req.method === 'HEAD' ? undefined : JSON.stringify({ status: 'ok' }));
+  return true;
+}
+
 /** Answers GET /livez and GET /metrics; anything else is a 404 problem. */
 export function opsListener(registry: Registry) {
   return (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, head: Record<string, string>, body: string) =>
       res.writeHead(status, { 'Cache-Control': 'no-store', ...head }).end(req.method === 'HEAD' ? undefined : body);
-    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/livez') {
-      return send(200, { 'Content-Type': 'application/json' }, JSON.stringify({ status: 'ok' }));
-    }
+    if (answeredLivez(req, res, path)) return;
     if ((req.method === 'GET' || req.method === 'HEAD') && path === '/metrics') {
       registry.metrics().then(
         (text) => send(200, { 'Content-Type': registry.contentType }, text),
@@ -46,9 +51,7 @@ export function opsListener(registry: Registry) {
 export function startingListener() {
   return (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
-    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/livez') {
-      return res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(req.method === 'HEAD' ? undefined : JSON.stringify({ status: 'ok' }));
-    }
+    if (answeredLivez(req, res, path)) return;
     const ready = path === '/readyz';
     const { head, body } = rawProblem(
       503,

@@ -151,6 +151,17 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     }
   }
 
+  /** `work`; when its statement went unanswered, the lease it may have taken (`lease()`) is given back. */
+  async function givingBackIfUnanswered<T>(work: Promise<T>, lease: () => Pick<KeyRow, 'id' | 'lease_token'> | undefined): Promise<T> {
+    try {
+      return await work;
+    } catch (err) {
+      const taken = err instanceof CommitUnknownError ? lease() : undefined;
+      if (taken) await giveBack(taken, { unanswered: true });
+      throw err;
+    }
+  }
+
   const leaseKept = (key: Pick<KeyRow, 'id'>, err: unknown) => {
     const e = err as Error & { code?: string };
     logger.warn({ key_id: key.id, code: e.code, reason: e.message }, 'could not give an idempotency lease back; it runs out by itself');
@@ -165,12 +176,13 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const newKey = { ...req, id, leaseToken: randomUUID(), method: op.method, path: op.path, fingerprint };
       let row;
       try {
-        row = await autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent));
+        row = await givingBackIfUnanswered(autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent)), () => ({
+          id,
+          lease_token: newKey.leaseToken,
+        }));
       } catch (err) {
         // A constraint a concurrent request got to first (a refund past what is left, say): decide under locks.
         if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, fingerprint);
-        // The key may have been claimed: it is given back as soon as the database answers.
-        if (err instanceof CommitUnknownError) await giveBack({ id, lease_token: newKey.leaseToken }, { unanswered: true });
         throw err;
       }
       // The intent cannot be written at once, or the key was inserted by another request just now.
@@ -186,11 +198,9 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       if (decided) return decided;
       // Unfinished and nobody's: take the lease, unless someone just did (then look again).
       const leaseToken = randomUUID();
-      const leased = await autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds, leaseToken)).catch(
-        async (err: unknown) => {
-          if (err instanceof CommitUnknownError) await giveBack({ id: row.id, lease_token: leaseToken }, { unanswered: true });
-          throw err;
-        },
+      const leased = await givingBackIfUnanswered(
+        autocommit(db, (conn) => takeLeaseIfFree(conn, row.id, settings.leaseSeconds, leaseToken)),
+        () => ({ id: row.id, lease_token: leaseToken }),
       );
       if (leased) return { kind: 'resumed', key: leased };
     }
@@ -216,7 +226,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     // The lease this transaction may have taken when its COMMIT goes unanswered.
     let taken: Pick<KeyRow, 'id' | 'lease_token'> | undefined;
     const leaseToken = randomUUID();
-    return inTransaction(db, async (trx): Promise<Claim> => {
+    const claimed = inTransaction(db, async (trx): Promise<Claim> => {
       taken = undefined;
       for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
         const inserted = await insertKeyIfAbsent(
@@ -242,10 +252,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         return { kind: 'resumed' as const, key: { ...existing, lease_token: taken.lease_token } };
       }
       throw new Error(`could not claim idempotency key after ${CLAIM_TRIES} tries`);
-    }).catch(async (err: unknown) => {
-      if (err instanceof CommitUnknownError && taken) await giveBack(taken, { unanswered: true });
-      throw err;
     });
+    return givingBackIfUnanswered(claimed, () => taken);
   }
 
   async function recordIntent<P, O>(trx: DbOrTrx, op: IdempotentOperation<P, O>, key: KeyRow, params: P): Promise<Claim> {

@@ -2,10 +2,12 @@
 // shared server nor the suite's global one: every signal goes to the pid found in this cluster's own data
 // directory, after checking that the process really serves that directory.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.ts';
 import { createDb, createPool, migrateToLatest } from '../../src/db/database.ts';
@@ -97,10 +99,38 @@ async function descendants(root: number): Promise<number[]> {
   return found;
 }
 
+let template: Promise<string> | undefined;
+
+const TEMPLATE_PREFIX = 'payments-cluster-template-';
+
+/**
+ * The data directory of a cluster initialised once per test process and shut down cleanly: each test
+ * cluster starts from a copy of it (cp -a keeps the owner and modes the server needs), not from an initdb
+ * of its own. Removed when the process exits; test runners may end their workers without an exit event,
+ * so the templates of processes that are gone are removed here too.
+ */
+function templateDataDir(): Promise<string> {
+  template ??= (async () => {
+    for (const entry of await readdir(tmpdir())) {
+      const pid = Number(entry.slice(TEMPLATE_PREFIX.length).split('-')[0]);
+      if (entry.startsWith(TEMPLATE_PREFIX) && pid > 0 && !isAlive(pid)) await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
+    }
+    const root = await mkdtemp(path.join(tmpdir(), `${TEMPLATE_PREFIX}${process.pid}-`));
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+    await chmod(root, 0o755);
+    const dir = path.join(root, 'data');
+    const server = await startEmbeddedPostgres({ dir, port: await freePort() });
+    await server.stop();
+    return dir;
+  })();
+  return template;
+}
+
 export async function startTestCluster(): Promise<TestCluster> {
   const root = await mkdtemp(path.join(tmpdir(), 'payments-outage-pg-'));
   await chmod(root, 0o755); // as root the server runs as `postgres`, who must reach its data directory
   const dataDir = path.join(root, 'data');
+  await promisify(execFile)('cp', ['-a', await templateDataDir(), dataDir]);
   const port = await freePort();
   const log: string[] = [];
   const onLog = (text: string) => {

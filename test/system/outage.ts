@@ -330,7 +330,14 @@ export async function runOutage({ topology, mode }: { topology: Topology; mode: 
     const bad = answers.map((a) => ({ a, why: violation(a, during(a)) })).filter((b): b is { a: ChargeAnswer; why: string } => !!b.why);
     expect.soft(bad.length, describeViolations(bad)).toBe(0);
     // No client locked out of its own key once the database is back.
-    const lockedOut = answers.filter((a) => a.status === 409 && a.startedAt > upAt + LOCKED_OUT_AFTER_RECOVERY_MS);
+    // A 409 is a lock-out when the key can only be held by a request from before the database came back:
+    // no attempt with that key began after it (one that did, and ran past its deadline on a busy machine,
+    // holds its key for its own lease, as it should).
+    const claimedSinceRecovery = (a: ChargeAnswer) =>
+      answers.some((b) => b.key === a.key && b.attempt < a.attempt && b.startedAt >= upAt && b.status !== 409);
+    const lockedOut = answers.filter(
+      (a) => a.status === 409 && a.startedAt > upAt + LOCKED_OUT_AFTER_RECOVERY_MS && !claimedSinceRecovery(a),
+    );
     const inUse = answers.filter((a) => a.status === 409).map((a) => a.startedAt - upAt);
     const last = inUse.length ? Math.max(...inUse) : undefined;
     note(`409 answers: ${inUse.length}${last === undefined ? '' : last < 0 ? ', none after the database was back' : `, the last ${last} ms after the database was back`}`);
@@ -361,17 +368,25 @@ export async function runOutage({ topology, mode }: { topology: Topology; mode: 
 
     // The outage is logged as one event by every process, not once per request, connection or
     // attempt; a lost connection is one short line with its code, never a dump of the driver's client.
+    // (On a saturated machine a connection can also time out outside the outage: such an event is logged
+    // too, rightly, and reported here, but it is not this outage.)
+    const UNAVAILABLE = 'database unavailable: requests answer 503, background work waits and retries';
+    const REACHABLE = 'database reachable again: requests and background work resume';
     for (const s of services) {
-      const said = (msg: string) => s.lines.filter((l) => l.msg === msg).length;
-      const outageLines = s.lines
-        .filter((l) => /^database (unavailable|reachable again)/.test(String(l.msg)))
-        .map((l) => `${String(l.time)} ${String(l.msg).split(':')[0]} ${l.where ?? ''} ${l.code ?? ''} ${String(l.reason ?? '')}`);
-      expect
-        .soft(said('database unavailable: requests answer 503, background work waits and retries'), `${s.role}: outage lines\n${outageLines.join('\n')}`)
-        .toBe(1);
+      const outageLines = () =>
+        s.lines
+          .filter((l) => l.msg === UNAVAILABLE || l.msg === REACHABLE)
+          .map((l) => ({ at: Date.parse(String(l.time)), down: l.msg === UNAVAILABLE, text: `${String(l.time)} ${String(l.msg).split(':')[0]} ${l.where ?? ''} ${l.code ?? ''} ${String(l.reason ?? '')}` }));
+      const lines = outageLines();
+      const shown = `${s.role}: outage lines (cluster down ${new Date(downAt).toISOString()}, up ${new Date(upAt).toISOString()})\n${lines.map((l) => l.text).join('\n')}`;
+      const inOutage = lines.filter((l) => l.at >= downAt && l.at <= upAt);
+      expect.soft(inOutage.filter((l) => l.down).length, `${shown}\nat most one 'unavailable' line while the cluster was down`).toBeLessThanOrEqual(1);
+      expect.soft(lines.filter((l) => l.at <= upAt).at(-1)?.down, `${shown}\nthe last line before the cluster was back says it is unavailable`).toBe(true);
+      const elsewhere = lines.filter((l) => l.down && (l.at < downAt || l.at > upAt));
+      if (elsewhere.length) note(`${s.role}: ${elsewhere.length} 'unavailable' line(s) outside the outage: ${elsewhere.map((l) => l.text).join('; ')}`);
       await expect
-        .poll(() => said('database reachable again: requests and background work resume'), { timeout: 30_000, message: `${s.role}: recovery line` })
-        .toBeGreaterThanOrEqual(1);
+        .poll(() => outageLines().some((l) => !l.down && l.at > upAt), { timeout: 30_000, message: `${s.role}: recovery line` })
+        .toBe(true);
       const stacks = s.lines.filter((l) => /"stack"/.test(JSON.stringify(l)));
       expect.soft(stacks.map((l) => String(l.msg)), `${s.role}: lines with a stack trace`).toEqual([]);
     }

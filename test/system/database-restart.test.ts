@@ -8,7 +8,6 @@ import { chargeUntilFinal, expectAlive, httpRequest, label, postCharge, type Ser
 import {
   chargeBody,
   chargeRows,
-  CLIENT_TIMEOUT_MS,
   cluster,
   db,
   deaths,
@@ -23,6 +22,15 @@ import {
 
 releaseOutageWorldAfterEach();
 
+/**
+ * A deadline and a processor attempt timeout far above the simulator's latency in these cases, and a
+ * client that waits for them: however busy the machine, the charge gets its processor's answer and
+ * reaches the step each case breaks (with 2 s and 1.5 s, a loaded machine let the attempt time out first:
+ * a 202 pending, not the case under test).
+ */
+const UNHURRIED = { REQUEST_TIMEOUT_MS: '8000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '6000' };
+const UNHURRIED_CLIENT_MS = 30_000;
+
 describe('a Postgres restart or lost connections mid-charge', () => {
   it(
     'a restart while a charge is at the processor: its request gives its key back as soon as the database answers, long before the lease runs out',
@@ -32,8 +40,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
       // A lease far longer than the test may take: a key freed within it was given back, not run out.
       const LEASE_SECONDS = 120;
       const world = await startWorld('api', {
-        REQUEST_TIMEOUT_MS: '8000',
-        PROCESSOR_ATTEMPT_TIMEOUT_MS: '6000',
+        ...UNHURRIED,
         IDEMPOTENCY_LEASE_SECONDS: String(LEASE_SECONDS),
       });
       const sim = simulator!;
@@ -87,7 +94,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
       const note = (line: string) => report.push(`  ${line}`);
       let services: ServiceProcess[] = [];
       try {
-        const world = await startWorld('api');
+        const world = await startWorld('api', UNHURRIED);
         services = world.services;
         const sim = simulator!;
         const { baseUrl, auth } = world;
@@ -97,7 +104,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
         const chaos = await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'slow', latency_ms: 1000, jitter_ms: 0 } });
         expect(chaos.status).toBe(200);
         const before = sim.state.requests.charges;
-        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: CLIENT_TIMEOUT_MS });
+        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: UNHURRIED_CLIENT_MS });
         await expect.poll(() => sim.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(before + 1);
         const terminated = await cluster!.terminateBackends(world.databaseUrl, { sparing: TEST_APPLICATION });
         note(`charge in flight at the processor; pg_terminate_backend ended ${terminated} service connection(s)`);
@@ -105,7 +112,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
         await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'healthy' } });
 
         const firstAnswer = await first;
-        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: CLIENT_TIMEOUT_MS });
+        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: UNHURRIED_CLIENT_MS });
         note(`first request: ${label(firstAnswer)} in ${firstAnswer.ms} ms; same-key retries: ${retried.answers.map(label).join(', ')}`);
         expectAlive(services);
         for (const a of [firstAnswer, ...retried.answers]) {
@@ -136,7 +143,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
     async () => {
       report.push('pg_terminate_backend inside the outcome transaction (api process):');
       const note = (line: string) => report.push(`  ${line}`);
-      const world = await startWorld('api');
+      const world = await startWorld('api', UNHURRIED);
       const sim = simulator!;
       const { baseUrl, auth } = world;
       const key = `terminate-locked-${randomBytes(4).toString('hex')}`;
@@ -146,7 +153,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
       try {
         await httpRequest('PUT', `${sim.url}/chaos`, { body: { mode: 'slow', latency_ms: 500, jitter_ms: 0 } });
         const before = sim.state.requests.charges;
-        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: CLIENT_TIMEOUT_MS });
+        const first = postCharge(baseUrl, auth, body, key, { timeoutMs: UNHURRIED_CLIENT_MS });
         await expect.poll(() => sim.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(before + 1);
         // The key row is committed by now (phase 1); holding its lock parks phase 3 inside its transaction.
         await locker.query('begin');
@@ -172,7 +179,7 @@ describe('a Postgres restart or lost connections mid-charge', () => {
         expect(firstAnswer.code).toBe('database_unavailable');
         expect(firstAnswer.body?.detail).toMatch(/outcome is unknown.*same Idempotency-Key/);
 
-        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: CLIENT_TIMEOUT_MS });
+        const retried = await chargeUntilFinal(baseUrl, auth, body, { key, maxTries: 100, pauseMs: 100, timeoutMs: UNHURRIED_CLIENT_MS });
         note(`same-key retries: ${retried.answers.map(label).join(', ')}`);
         expect(retried.final?.status).toBe(201);
         expectAlive(world.services);

@@ -22,6 +22,8 @@ import {
 import { leaveAbandonedCharge } from '../helpers/factories.ts';
 
 const POLL = { timeout: 30_000, interval: 200 };
+/** Longer than a poll, so a payment that never settles fails on the poll's message, not the test's timeout. */
+const TEST_TIMEOUT_MS = 3 * POLL.timeout;
 
 /** Polls the payment until `until` holds, keeping every status it was seen in. */
 async function watch(read: () => Promise<{ status: string }>, until: (p: { status: string }) => boolean) {
@@ -49,7 +51,7 @@ const windowOver = async (ctx: TestContext, table: 'charges' | 'refunds', id: st
   return rows[0]!.over;
 };
 
-describe('a settle window that ends without an answer', () => {
+describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_MS }, () => {
   const WINDOW = 3;
   let ctx: TestContext;
   beforeAll(async () => {
@@ -181,7 +183,7 @@ describe('a settle window that ends without an answer', () => {
   });
 });
 
-describe('a processor reference another payment already holds', () => {
+describe('a processor reference another payment already holds', { timeout: TEST_TIMEOUT_MS }, () => {
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext(FAST_JOBS);
@@ -231,7 +233,7 @@ describe('a processor reference another payment already holds', () => {
   });
 });
 
-describe('a processor that refuses a resend', () => {
+describe('a processor that refuses a resend', { timeout: TEST_TIMEOUT_MS }, () => {
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext(FAST_JOBS);
@@ -269,7 +271,7 @@ describe('a processor that refuses a resend', () => {
   });
 });
 
-describe('a processor that forgets keys', () => {
+describe('a processor that forgets keys', { timeout: TEST_TIMEOUT_MS }, () => {
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext({ ...FAST_JOBS, SETTLE_WINDOW_SECONDS: '3600', PROCESSOR_KEY_RETENTION_SECONDS: '1' });
@@ -307,7 +309,7 @@ describe('a processor that forgets keys', () => {
   });
 });
 
-describe('the sweep', () => {
+describe('the sweep', { timeout: TEST_TIMEOUT_MS }, () => {
   let ctx: TestContext;
   let worker: Worker;
   beforeAll(async () => {

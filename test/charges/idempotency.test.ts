@@ -27,12 +27,15 @@ import { expectProblem } from '../helpers/problem.ts';
 let ctx: TestContext & { gate: Gate };
 beforeAll(async () => {
   // Processor calls go through a gate, so a test can hold one in flight for as long as it needs; one
-  // attempt may take most of the request's deadline, so a held call is not retried meanwhile.
+  // attempt may take most of the request's deadline, so a held call is not retried meanwhile. Both are
+  // seconds long, so however busy the machine, the requests a test sends while one is held are answered
+  // long before it could time out (the hanging processor's case waits out the deadline: 12 s).
   ctx = await createGatedTestContext({
     IDEMPOTENCY_LEASE_SECONDS: '60',
     DB_POOL_MAX: '20',
     DB_CONNECTION_TIMEOUT_MS: '10000',
-    PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000',
+    REQUEST_TIMEOUT_MS: '12000',
+    PROCESSOR_ATTEMPT_TIMEOUT_MS: '10000',
   });
 });
 afterAll(() => ctx.destroy());
@@ -311,13 +314,17 @@ describe('POST /v1/charges idempotency', () => {
   });
 
   it('answers 409 idempotency_key_in_use with Retry-After while the first request is in flight', async () => {
-    const { account, auth } = await ctx.account();
+    const { auth } = await ctx.account();
     const key = newKey();
-    await ctx.setChaos({ mode: 'slow', latency_ms: 1200, jitter_ms: 0 });
+    const { gate } = ctx;
+    const before = gate.arrived();
+    gate.hold();
     try {
+      // The first request's processor call is held until the second has its answer.
       const first = postCharge(ctx, auth, key).then((r) => r);
-      await expect.poll(() => keyRow(account.id, key), { timeout: 5000, interval: 20 }).toBeDefined();
+      await expect.poll(() => gate.arrived(), { timeout: 10_000, interval: 20 }).toBe(before + 1);
       const second = await postCharge(ctx, auth, key).set('X-Request-Id', 'in-use-1');
+      gate.open();
       expectProblem(second, 409, 'idempotency_key_in_use');
       expect(Number(second.headers['retry-after'])).toBeGreaterThan(0);
       expect(outcomesLogged('in-use-1')).toEqual(['in_use']);
@@ -326,7 +333,7 @@ describe('POST /v1/charges idempotency', () => {
       expect(third.status).toBe(201);
       expect(third.headers['idempotent-replayed']).toBe('true');
     } finally {
-      await ctx.setChaos({ mode: 'healthy' });
+      gate.open();
     }
   });
 

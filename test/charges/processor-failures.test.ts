@@ -17,9 +17,11 @@ const ledgerEntriesOf = async (ctx: TestContext, chargeId: string) =>
 describe('a processor that misbehaves', () => {
   let ctx: TestContext;
   beforeAll(async () => {
+    // An attempt gets 2 s, far above what an answering processor takes even on a busy machine (an attempt
+    // that timed out would be one more request than the counts below), and the deadline ends a hang at 3 s.
     ctx = await createTestContext({
       REQUEST_TIMEOUT_MS: '3000',
-      PROCESSOR_ATTEMPT_TIMEOUT_MS: '500',
+      PROCESSOR_ATTEMPT_TIMEOUT_MS: '2000',
       PROCESSOR_RETRY_BASE_MS: '10',
       BREAKER_VOLUME_THRESHOLD: '1000',
     });
@@ -85,19 +87,22 @@ describe('a processor that misbehaves', () => {
 });
 
 describe('the processor circuit breaker', () => {
+  // Open for 10 s: the five charges that must fail fast, sent while it is open, take a fraction of that
+  // however busy the machine, so no half-open probe can reach the processor among them.
+  const RESET_MS = 10_000;
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext({
       PROCESSOR_MAX_ATTEMPTS: '1',
       BREAKER_VOLUME_THRESHOLD: '4',
       BREAKER_ERROR_THRESHOLD_PERCENT: '50',
-      BREAKER_ROLLING_WINDOW_MS: '4000',
-      BREAKER_RESET_TIMEOUT_MS: '4000',
+      BREAKER_ROLLING_WINDOW_MS: String(RESET_MS),
+      BREAKER_RESET_TIMEOUT_MS: String(RESET_MS),
     });
   });
   afterAll(() => ctx.destroy());
 
-  it('opens when the processor keeps failing, then fails fast without calling it, then closes after a half-open probe', async () => {
+  it('opens when the processor keeps failing, then fails fast without calling it, then closes after a half-open probe', { timeout: 5 * RESET_MS }, async () => {
     const { auth } = await ctx.account();
     await ctx.setChaos({ mode: 'down' });
     for (let i = 0; i < 4; i += 1) expect((await postCharge(ctx, auth, newKey())).status).toBe(202);
@@ -113,7 +118,7 @@ describe('the processor circuit breaker', () => {
     expect((await ctx.ledger()).requests.charges).toBe(reached);
 
     await ctx.setChaos({ mode: 'healthy' });
-    await expect.poll(() => ctx.processor.breakerState(), { timeout: 10_000, interval: 50 }).toBe('half_open');
+    await expect.poll(() => ctx.processor.breakerState(), { timeout: 3 * RESET_MS, interval: 50 }).toBe('half_open');
     const probe = await postCharge(ctx, auth, newKey());
     expect(probe.status).toBe(201);
     expect(ctx.processor.breakerState()).toBe('closed');

@@ -15,7 +15,9 @@ const pools: { end(): Promise<void> }[] = [];
 
 beforeAll(async () => {
   // Every copy reaches the processor through the context's gate, so the test can hold a call in flight.
-  const env = { DB_CONNECTION_TIMEOUT_MS: '10000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000' };
+  // The held call's attempt and request last far longer than the 29 other answers can take, however busy
+  // the machine: it is not retried (a second processor call) nor ended pending while they are answered.
+  const env = { DB_CONNECTION_TIMEOUT_MS: '10000', REQUEST_TIMEOUT_MS: '30000', PROCESSOR_ATTEMPT_TIMEOUT_MS: '25000' };
   ctx = await createGatedTestContext(env);
   for (let i = 0; i < 2; i += 1) {
     const pool = createPool(ctx.t.url, loadConfig(env), createLogger('silent'));

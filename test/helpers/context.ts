@@ -85,9 +85,12 @@ async function buildTestContext(env: Record<string, string>, gated: boolean): Pr
  * Background work at test speed: one processor attempt per call, jobs and passes every second or faster,
  * and a circuit breaker that forgets a failure and probes again within a second (the default 10 s window
  * and reset would hold a test's settle attempts back for 10 s after the processor it took down is back).
+ * That one attempt gets most of the 5 s deadline: an answering processor never takes a fraction of it,
+ * however busy the machine, so a test that expects 201 never meets a timed-out attempt (202) instead.
  */
 export const FAST_JOBS = {
   PROCESSOR_MAX_ATTEMPTS: '1',
+  PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000',
   BREAKER_ROLLING_WINDOW_MS: '1000',
   BREAKER_RESET_TIMEOUT_MS: '1000',
   JOB_POLL_INTERVAL_SECONDS: '0.5',

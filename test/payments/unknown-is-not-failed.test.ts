@@ -51,18 +51,41 @@ const windowOver = async (ctx: TestContext, table: 'charges' | 'refunds', id: st
   return rows[0]!.over;
 };
 
+/**
+ * A describe's worker, which a test pauses while it sets the processor up: a settle job is fetched as soon
+ * as its 202 commits, and one run before the processor is taken down would settle the payment (its resend
+ * answered from the processor's memory) instead of meeting the failure under test. afterEach resumes it.
+ */
+function pausableWorker(ctx: () => TestContext) {
+  let worker: Worker | undefined;
+  return {
+    resume: async () => {
+      worker ??= await ctx().startWorker();
+    },
+    pause: async () => {
+      await worker?.stop();
+      worker = undefined;
+    },
+  };
+}
+
 describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_MS }, () => {
   const WINDOW = 3;
   let ctx: TestContext;
+  const worker = pausableWorker(() => ctx);
   beforeAll(async () => {
     ctx = await createTestContext({ ...FAST_JOBS, SETTLE_WINDOW_SECONDS: String(WINDOW) });
-    await ctx.startWorker();
+    await worker.resume();
   });
-  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterEach(async () => {
+    await ctx.setChaos({ mode: 'healthy' });
+    await worker.resume();
+  });
   afterAll(() => ctx.destroy());
 
   it('leaves a charge the processor made but whose answer was lost pending, flagged and shown, then records it succeeded through the lookup', async () => {
     const { auth } = await ctx.account();
+    await worker.pause();
     await ctx.setChaos({ mode: 'lose_response' });
     const res = await postCharge(ctx, auth, newKey());
     expect(res.status).toBe(202);
@@ -71,6 +94,7 @@ describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_
 
     // The processor stays down past the window: nobody can say what became of the charge.
     await ctx.setChaos({ mode: 'down' });
+    await worker.resume();
     await expect.poll(() => flagged(ctx, 'charges', res.body.id), POLL).toBe(true);
     expect((await readCharge(ctx, auth, res.body.id)).status).toBe('pending');
     expect(await metricValue(ctx, 'payments_awaiting_reconciliation')).toBe(1);
@@ -137,6 +161,7 @@ describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_
     const { auth } = await ctx.account();
     const created = await postCharge(ctx, auth, newKey(), { amount: 1000, currency: 'usd', source: 'tok_visa' });
     expect(created.status).toBe(201);
+    await worker.pause();
     await ctx.setChaos({ mode: 'lose_response' });
     const refund = await request(ctx.app)
       .post('/v1/refunds')
@@ -145,6 +170,7 @@ describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_
       .send({ charge: created.body.id, amount: 300 });
     expect(refund.status).toBe(202);
     await ctx.setChaos({ mode: 'down' });
+    await worker.resume();
     await expect.poll(() => flagged(ctx, 'refunds', refund.body.id), POLL).toBe(true);
     const readRefund = async () => (await request(ctx.app).get(`/v1/refunds/${refund.body.id}`).set(auth)).body;
     expect((await readRefund()).status).toBe('pending');
@@ -273,21 +299,27 @@ describe('a processor that refuses a resend', { timeout: TEST_TIMEOUT_MS }, () =
 
 describe('a processor that forgets keys', { timeout: TEST_TIMEOUT_MS }, () => {
   let ctx: TestContext;
+  const worker = pausableWorker(() => ctx);
   beforeAll(async () => {
     ctx = await createTestContext({ ...FAST_JOBS, SETTLE_WINDOW_SECONDS: '3600', PROCESSOR_KEY_RETENTION_SECONDS: '1' });
-    await ctx.startWorker();
+    await worker.resume();
   });
-  afterEach(() => ctx.setChaos({ mode: 'healthy' }));
+  afterEach(async () => {
+    await ctx.setChaos({ mode: 'healthy' });
+    await worker.resume();
+  });
   afterAll(() => ctx.destroy());
 
   it('looks a payment up instead of resending it once the processor may have forgotten its key, and never charges twice', async () => {
     const { auth } = await ctx.account();
     await request(ctx.simulator.url).put('/retention').send({ seconds: 1 }).expect(200);
+    await worker.pause();
     await ctx.setChaos({ mode: 'lose_response' });
     const res = await postCharge(ctx, auth, newKey());
     expect(res.status).toBe(202);
     const key = await processorKeyOf(ctx, 'charges', res.body.id);
     await ctx.setChaos({ mode: 'down' });
+    await worker.resume();
     // Past both retentions the processor has forgotten the key, and we may know it has. Wait for a settle
     // attempt that began after that (answered 503 while the processor is down), then bring it back.
     await expect.poll(() => windowOver(ctx, 'charges', res.body.id, 1.5), POLL).toBe(true);

@@ -35,9 +35,11 @@ import {
 import { type PrimaryWithStandby, startPrimaryWithStandby } from '../helpers/standby.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 
-// Long enough that the default lease (the deadline plus 2 s: 10 s) outlasts the failover by far, so a key
+// Long enough that the default lease (the deadline plus 2 s: 22 s) outlasts the failover by far, so a key
 // freed within FINAL_BOUND_MS was given back by the request that lost its database, not run out.
-const REQUEST_TIMEOUT_MS = 8000;
+const REQUEST_TIMEOUT_MS = 20_000;
+/** The lease the service derives from its deadline when IDEMPOTENCY_LEASE_SECONDS is unset. */
+const LEASE_MS = REQUEST_TIMEOUT_MS + 2000;
 const DB_CONNECTION_TIMEOUT_MS = 1000;
 /** A request without an answer after this long is a hang. */
 const CLIENT_TIMEOUT_MS = 3 * REQUEST_TIMEOUT_MS;
@@ -50,10 +52,11 @@ const PROCESSOR_LATENCY_MS = 200;
  * How long after the new primary takes writes every charge has its final answer, at most: the target the
  * service is held to. A request cut off by the failover gives its key back within a second of the database
  * answering again (it retries the release until then), and the same-key retry then completes the charge
- * in one short request. Half the default lease, so a key that waited for its lease to run out fails it.
+ * in one short request. Half the default lease (11 s: seconds of margin on a busy machine), so a key
+ * that waited for its lease to run out fails it.
  * A charge begun after the new primary took writes has the same bound from its own start.
  */
-const FINAL_BOUND_MS = 5000;
+const FINAL_BOUND_MS = LEASE_MS / 2;
 /** Pending charges with a live settle job get this long to settle (the first retry comes after 2 s, doubling). */
 const SETTLE_BOUND_MS = 30_000;
 const TEST_TIMEOUT_MS = 150_000;

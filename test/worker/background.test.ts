@@ -156,7 +156,9 @@ describe('several workers at once', () => {
     await ctx.setChaos({ mode: 'healthy' });
     const before = (await ctx.ledger()).requests.charges;
 
-    const config = loadConfig({ PROCESSOR_URL: ctx.simulator.url, JOB_POLL_INTERVAL_SECONDS: '0.5' });
+    // Attempts far longer than an answering processor takes on a busy machine: a timed-out one would be a
+    // request more than the count below.
+    const config = loadConfig({ PROCESSOR_URL: ctx.simulator.url, JOB_POLL_INTERVAL_SECONDS: '0.5', PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000' });
     for (let i = 0; i < 3; i += 1) {
       const capture = new LogCapture();
       logs.push(capture);

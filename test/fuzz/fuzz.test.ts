@@ -16,7 +16,8 @@ let server: Server;
 let baseUrl: string;
 
 beforeAll(async () => {
-  ctx = await createTestContext();
+  // /readyz and /health answer 503 when Postgres takes longer than this: 5 s, far above a query on a busy machine.
+  ctx = await createTestContext({ READINESS_TIMEOUT_MS: '5000' });
   server = await new Promise<Server>((resolve) => {
     const s = ctx.app.listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -39,7 +40,8 @@ describe('fuzzing every endpoint', () => {
       apiKey,
       runsPerEndpoint: RUNS,
       seed: SEED,
-      deadlineMs: 2000,
+      // The app answers by its own deadline; 1 s more for the answer to travel on a busy machine.
+      deadlineMs: ctx.config.REQUEST_TIMEOUT_MS + 1000,
       rowCounts: () => accountRowCounts(ctx.t.db, account.id),
       serverLog: () => {
         const fresh = ctx.logs.lines.slice(logged).filter((l) => Number(l.level) >= 40);

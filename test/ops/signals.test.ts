@@ -86,7 +86,8 @@ describe("SIGTERM to the Dockerfile's command (docker stop)", () => {
     await t.destroy();
   });
 
-  it('finishes the charge in flight, refuses new requests, exits 0 and leaves nothing running', async () => {
+  // Up to 30 s to start, 10 s for the charge to arrive, the 3 s drain, then the held charge (30 s at most): 90 s.
+  it('finishes the charge in flight, refuses new requests, exits 0 and leaves nothing running', { timeout: 90_000 }, async () => {
     const command = dockerfileCommand();
     expect(command.slice(0, 2)).toEqual(['node', 'src/main.ts']); // node itself, PID 1: no npm, no shell
     const { auth } = await makeAccount(t.db);
@@ -101,7 +102,8 @@ describe("SIGTERM to the Dockerfile's command (docker stop)", () => {
         PROCESSOR_URL: gate.url,
         PORT: String(port),
         PAYMENTS_TEST_MARK: mark,
-        SHUTDOWN_DRAIN_MS: '300',
+        // The 503 phase lasts this long: far above one /readyz probe on a busy machine (the gate holds the charge anyway).
+        SHUTDOWN_DRAIN_MS: '3000',
         SHUTDOWN_GRACE_MS: '20000',
         // The gate holds the processor call as long as the test needs: no timeout may end it first.
         PROCESSOR_ATTEMPT_TIMEOUT_MS: '20000',
@@ -158,7 +160,8 @@ describe("Ctrl-C on npm start's command (embedded Postgres)", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('drains first, then stops its own Postgres last; a second Ctrl-C is not a crash', async () => {
+  // Up to 90 s for the embedded Postgres and the app to start (as waitForReady below allows), then the drain: 150 s.
+  it('drains first, then stops its own Postgres last; a second Ctrl-C is not a crash', { timeout: 150_000 }, async () => {
     const command = npmStartCommand();
     expect(command).toEqual(['node', 'src/main.ts', 'all']);
     gate = await startGate(simulator.url);

@@ -149,10 +149,12 @@ describe('the processor simulator', () => {
     it('refuses a slow charge whose key was voided while it slept', async () => {
       const key = newKey();
       const before = sim.state.requests.charges;
-      await setChaos({ mode: 'slow', latency_ms: 2000, jitter_ms: 0 });
+      // The chaos change and the void, a few milliseconds after the charge arrives, must land while it
+      // sleeps: 4 s is far above them on a busy machine (and the charge always sleeps all of it).
+      await setChaos({ mode: 'slow', latency_ms: 4000, jitter_ms: 0 });
       try {
         const pending = postCharge(key).then((res) => res);
-        await expect.poll(() => sim.state.requests.charges, { timeout: 1500, interval: 10 }).toBe(before + 1);
+        await expect.poll(() => sim.state.requests.charges, { timeout: 10_000, interval: 10 }).toBe(before + 1);
         await setChaos({ mode: 'healthy' });
         expect((await voidKey('charges', key)).body).toEqual({ state: 'voided' });
         const res = await pending;

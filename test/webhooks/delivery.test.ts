@@ -83,8 +83,12 @@ describe('webhook delivery', () => {
     expect(await metricValue(ctx, 'webhook_delivery_attempt_duration_seconds_count{outcome="http_error"}')).toBe(2);
   });
 
-  it('dead-letters a delivery whose receiver is down past the window, disables the endpoint, and redelivers on the operator’s command', async () => {
-    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WEBHOOK_RETRY_WINDOW_SECONDS: '2' });
+  // The 8 s window is waited out in full; the two polls below are bounded by 28 s and 20 s, then the command: 90 s.
+  it('dead-letters a delivery whose receiver is down past the window, disables the endpoint, and redelivers on the operator’s command', { timeout: 90_000 }, async () => {
+    // Attempts come every 100-200 ms (plus the 0.5 s job poll), so the first one, and its retry, must land
+    // inside the window for attempt_count > 1: 8 s is far above that on a busy machine.
+    const windowSeconds = 8;
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WEBHOOK_RETRY_WINDOW_SECONDS: String(windowSeconds) });
     receiver = await startReceiver();
     const { auth } = await ctx.account();
     const endpoint = await makeEndpoint(ctx, auth, receiver.url, ['charge.succeeded', 'charge.failed']);
@@ -95,7 +99,11 @@ describe('webhook delivery', () => {
     const paid = (await postCharge(ctx, auth, newKey())).body;
     const [event] = (await request(ctx.app).get('/v1/events').set(auth)).body.data;
     await expect
-      .poll(async () => (await request(ctx!.app).get(`/v1/webhook_endpoints/${endpoint.id}`).set(auth)).body.status, { timeout: 20_000, interval: 200 })
+      // Dead-lettered only once the window is over: the window, then 20 s for the attempt that ends it.
+      .poll(async () => (await request(ctx!.app).get(`/v1/webhook_endpoints/${endpoint.id}`).set(auth)).body.status, {
+        timeout: windowSeconds * 1000 + 20_000,
+        interval: 200,
+      })
       .toBe('disabled');
     const [dead] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
     expect(dead.status).toBe('failed');

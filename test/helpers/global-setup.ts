@@ -53,7 +53,7 @@ export default async function setup(project: TestProject) {
   const server = await startEmbeddedPostgres({
     dir: path.join(dir, 'data'),
     port: await freePort(),
-    extraFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
+    extraFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'autovacuum=off'],
   });
   await withTemplate(server.url);
   return async () => {

@@ -89,6 +89,9 @@ async function buildTestContext(env: Record<string, string>, gated: boolean): Pr
  * however busy the machine, so a test that expects 201 never meets a timed-out attempt (202) instead.
  */
 export const FAST_JOBS = {
+  // One fetch loop per queue: each loop polls on its own, and five per queue (the default) cost an idle
+  // test context a tenth of a core, Postgres included. Loops drain back to back while jobs are ready.
+  JOB_CONCURRENCY: '1',
   PROCESSOR_MAX_ATTEMPTS: '1',
   PROCESSOR_ATTEMPT_TIMEOUT_MS: '4000',
   BREAKER_ROLLING_WINDOW_MS: '1000',

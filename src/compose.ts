@@ -56,16 +56,26 @@ export async function compose(options: {
   // - a settle job that had to wait got its answer (without a breaker, or before it opened): all of them.
   // At most once a second per process and reason (the close that follows a half-open probe by a few
   // milliseconds must still wake the jobs the probe's half-open state turned away); any copy may do it,
-  // it is one UPDATE.
+  // it is one UPDATE. A job the half-open circuit turned away just before the close is handed back to its
+  // backoff only when its run ends, which may be after the close's wake: a second wake one job deadline
+  // later, when every job in flight at the close has ended, brings those forward too.
   const lastWake = new Map<string, number>();
-  const processorRecovered = (reason: 'half_open' | 'closed' | 'job_settled' = 'job_settled') => {
-    if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
-    lastWake.set(reason, Date.now());
+  let lateWake: NodeJS.Timeout | undefined;
+  const wake = (reason: string, limit?: number) =>
     // Its own deadline: the event may come inside a request or a job whose deadline is nearly spent.
-    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db, reason === 'half_open' ? { limit: 1 } : {})).then(
+    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db, { limit })).then(
       (woken) => woken && logger.info({ woken, reason }, 'processor may answer again: deferred settle jobs run now'),
       (err: unknown) => logger.warn({ err }, 'could not bring deferred settle jobs forward; they run at the end of their backoff'),
     );
+  const processorRecovered = (reason: 'half_open' | 'closed' | 'job_settled' = 'job_settled') => {
+    if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
+    lastWake.set(reason, Date.now());
+    void wake(reason, reason === 'half_open' ? 1 : undefined);
+    if (reason === 'closed') {
+      clearTimeout(lateWake);
+      lateWake = setTimeout(() => void wake('closed_late'), config.REQUEST_TIMEOUT_MS);
+      lateWake.unref();
+    }
   };
   processor.onBreakerStateChange((state) => {
     if (state !== 'open') processorRecovered(state);
@@ -109,6 +119,7 @@ export async function compose(options: {
     worker: () => createWorker({ config, db, boss, services, logger, metrics, outage, processorRecovered }),
     /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
     async close() {
+      clearTimeout(lateWake);
       processor.shutdown();
       await boss.stop({ graceful: false, close: false });
     },

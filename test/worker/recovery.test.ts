@@ -110,4 +110,36 @@ describe('recovery', () => {
     await expect.poll(async () => (await readCharge(ctx!, auth, pending.id)).status, { timeout: 10_000, interval: 100 }).toBe('succeeded');
     expect(ctx.logs.lines.some((l) => l.msg === 'processor may answer again: deferred settle jobs run now')).toBe(true);
   });
+
+  it('brings forward, a deadline after the close, a settle job handed back to its backoff just after the circuit closed', async () => {
+    const REQUEST_TIMEOUT_MS = 3000;
+    ctx = await createTestContext({
+      PROCESSOR_MAX_ATTEMPTS: '1',
+      JOB_POLL_INTERVAL_SECONDS: '0.5',
+      REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
+      SETTLE_RETRY_DELAY_SECONDS: '60',
+      SETTLE_RETRY_DELAY_MAX_SECONDS: '60',
+      BREAKER_VOLUME_THRESHOLD: '2',
+      BREAKER_ROLLING_WINDOW_MS: '1000',
+      BREAKER_RESET_TIMEOUT_MS: '1000',
+    });
+    const { auth } = await ctx.account();
+    await ctx.setChaos({ mode: 'down' });
+    const pending = (await postCharge(ctx, auth, newKey())).body;
+    for (let i = 0; i < 3; i++) await postCharge(ctx, auth, newKey());
+    expect(ctx.processor.breakerState()).toBe('open');
+    await ctx.setChaos({ mode: 'healthy' });
+    await expect
+      .poll(async () => (await postCharge(ctx!, auth, newKey())).status, { timeout: 10_000, interval: 300 })
+      .toBe(201);
+    expect(ctx.processor.breakerState()).toBe('closed');
+    // As a settle job the half-open circuit turned away leaves it when its run ends after the close's wake.
+    await sql`update pgboss.job set state = 'retry', start_after = now() + interval '1 hour'
+      where name = 'settle' and data->>'id' = ${pending.id}`.execute(ctx.t.db);
+    await ctx.startWorker();
+    await expect
+      .poll(async () => (await readCharge(ctx!, auth, pending.id)).status, { timeout: 3 * REQUEST_TIMEOUT_MS, interval: 100 })
+      .toBe('succeeded');
+    expect(ctx.logs.lines.some((l) => l.msg === 'processor may answer again: deferred settle jobs run now' && l.reason === 'closed_late')).toBe(true);
+  });
 });

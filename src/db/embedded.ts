@@ -13,7 +13,8 @@ import pg from 'pg';
 
 export interface EmbeddedServer {
   url: string;
-  stop(): Promise<void>;
+  /** Smart shutdown first (sessions finish), then fast, then immediate; `fast` skips the smart step. */
+  stop(options?: { fast?: boolean }): Promise<void>;
   start(): Promise<void>;
 }
 
@@ -246,13 +247,13 @@ export async function startEmbeddedPostgres(options: {
     });
   };
 
-  const stop = async () => {
+  const stop = async (options: { fast?: boolean } = {}) => {
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     // Smart shutdown first: sessions still closing (a pool's clients end a moment after pool.end() resolves)
     // finish on their own instead of being cut off; then fast (sessions ended, a clean checkpoint); then
     // immediate.
-    c.kill('SIGTERM');
+    c.kill(options.fast ? 'SIGINT' : 'SIGTERM');
     const timers = [setTimeout(() => c.kill('SIGINT'), SMART_STOP_MS), setTimeout(() => c.kill('SIGQUIT'), STOP_TIMEOUT_MS)];
     await exited;
     for (const timer of timers) clearTimeout(timer);

@@ -30,13 +30,20 @@ async function admin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The test's own connections are not the service's: a test holds a transaction open on purpose (a
+ * competing claim, a row lock) for as long as it needs, and its checks may wait on a busy machine, so the
+ * service's idle-in-transaction (10 s) and statement (3 s) timeouts would end them at random.
+ */
+const TEST_HANDLE_SETTINGS = loadConfig({ DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: '600000', DB_STATEMENT_TIMEOUT_MS: '60000' });
+
 /** A migrated database of this run; `migrate: false` gives one without a schema. */
 export async function createTestDatabase(options: { migrate?: boolean } = {}): Promise<TestDatabase> {
   const name = `t_${randomBytes(6).toString('hex')}`;
   const template = options.migrate === false ? 'template0' : inject('templateDatabase');
   await admin((c) => c.query(`create database ${name} template ${template}`));
   const url = databaseUrl(inject('adminDatabaseUrl'), name);
-  const pool = createPool(url, loadConfig({}), createLogger('silent'));
+  const pool = createPool(url, TEST_HANDLE_SETTINGS, createLogger('silent'));
   const db = createDb(pool);
   return {
     url,

@@ -27,8 +27,8 @@ describe('the request deadline', () => {
       expect(replay.headers['idempotent-replayed']).toBe('true');
       expect(replay.text).toBe(first.text);
     } finally {
-      await blocker.query('commit');
-      blocker.release();
+      // Released whatever happened to the connection, or the pool's end would wait for it forever.
+      await blocker.query('commit').finally(() => blocker.release(true));
     }
   });
 
@@ -60,8 +60,8 @@ describe('the request deadline', () => {
       expect(String(late()!.cause)).toMatch(/\((55P03|57014)\)|did not answer the statement before the deadline/);
     } finally {
       // The other claim never commits: the key is free, and the retry runs the charge.
-      await blocker.query('rollback');
-      blocker.release();
+      // Released whatever happened to the connection, or the pool's end would wait for it forever.
+      await blocker.query('rollback').finally(() => blocker.release(true));
     }
     const retry = await postCharge(ctx, auth, key);
     expect(retry.status).toBe(201);
@@ -93,8 +93,8 @@ describe('the request deadline', () => {
       };
       await expect.poll(waiting, { timeout: 10_000, interval: 100 }).toBe(0);
     } finally {
-      await blocker.query('commit');
-      blocker.release();
+      // Released whatever happened to the connection, or the pool's end would wait for it forever.
+      await blocker.query('commit').finally(() => blocker.release(true));
     }
     // Nothing was committed after the answer: no key, no refund, nothing held on the charge.
     const keys = await ctx.t.pool.query('select count(*)::int as n from idempotency_keys where key = $1', [key]);

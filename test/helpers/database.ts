@@ -20,8 +20,9 @@ export function databaseUrl(serverUrl: string, database: string): string {
   return url.toString();
 }
 
-async function admin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: inject('adminDatabaseUrl') });
+/** `work` on a connection of its own to the server's admin database (the run's server unless `url` is given). */
+async function admin<T>(work: (client: pg.Client) => Promise<T>, url: string = inject('adminDatabaseUrl')): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     return await work(client);
@@ -63,9 +64,7 @@ export async function createTestDatabase(options: { migrate?: boolean } = {}): P
 export async function createTemplateDatabase(adminUrl: string): Promise<{ name: string; drop(): Promise<void> }> {
   const name = `t_template_${randomBytes(6).toString('hex')}`;
   const run = async (statement: string) => {
-    const client = new pg.Client({ connectionString: adminUrl });
-    await client.connect();
-    await client.query(statement).finally(() => client.end());
+    await admin((c) => c.query(statement), adminUrl);
   };
   await run(`create database ${name}`);
   const pool = createPool(databaseUrl(adminUrl, name), loadConfig({}), createLogger('silent'));

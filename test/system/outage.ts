@@ -29,25 +29,25 @@ import {
   within,
 } from '../helpers/processes.ts';
 
-export const REQUEST_TIMEOUT_MS = 2000;
+const REQUEST_TIMEOUT_MS = 2000;
 /** A request without an answer after this long is a hang, and a failure. */
-export const CLIENT_TIMEOUT_MS = 3 * REQUEST_TIMEOUT_MS;
+const CLIENT_TIMEOUT_MS = 3 * REQUEST_TIMEOUT_MS;
 /** How long the cluster stays down, at least: the one deliberate wait of the test. */
-export const OUTAGE_MS = 5000;
-export const CLIENTS = 8;
-export const SUCCEEDED_BEFORE_OUTAGE = 10;
+const OUTAGE_MS = 5000;
+const CLIENTS = 8;
+const SUCCEEDED_BEFORE_OUTAGE = 10;
 /** No key may still answer 409 this long after the database answers again (the bound for a restart). */
-export const LOCKED_OUT_AFTER_RECOVERY_MS = 5000;
+const LOCKED_OUT_AFTER_RECOVERY_MS = 5000;
 export const TEST_TIMEOUT_MS = 120_000;
 export const TEST_APPLICATION = 'outage-test';
 
-export type Topology = 'all' | 'api+worker' | 'api';
+type Topology = 'all' | 'api+worker' | 'api';
 
 // What one test owns; afterEach releases all of it, whatever happened.
 export let cluster: TestCluster | undefined;
 export let db: Db | undefined;
 export let simulator: RunningSimulator | undefined;
-export let clients: { abort: AbortController; done: Promise<unknown> } | undefined;
+let clients: { abort: AbortController; done: Promise<unknown> } | undefined;
 
 export const report: string[] = [];
 

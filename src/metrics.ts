@@ -1,4 +1,4 @@
-// Prometheus metrics. One registry per process, passed in; nothing registers globally.
+// Prometheus metrics. One registry per composition, passed in; nothing registers in prom-client's global one.
 import type pg from 'pg';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BreakerState } from './processor/processor.client.ts';
@@ -16,14 +16,28 @@ export interface Backlog {
 
 const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
+// Node's own metrics (heap, GC, event-loop lag) describe the process, not one composition of the service:
+// they are collected once per process and shared by every registry made here. Collected again for each,
+// their event-loop timer and GC observer would keep running after the composition is gone (a test process
+// makes dozens).
+let processMetrics: Registry | undefined;
+function processRegistry(): Registry {
+  if (!processMetrics) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics }); // includes event-loop lag and heap
+    // Gauges whose names end in _total, which Prometheus keeps for counters (promtool's lint says so); the
+    // same counts remain by type in nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      processMetrics.removeSingleMetric(name);
+    }
+  }
+  return processMetrics;
+}
+
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry }); // includes event-loop lag and heap
-  // Gauges whose names end in _total, which Prometheus keeps for counters (promtool's lint says so); the
-  // same counts remain by type in nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
-  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-    registry.removeSingleMetric(name);
-  }
+  const shared = processRegistry();
+  for (const { name } of shared.getMetricsAsArray()) registry.registerMetric(shared.getSingleMetric(name)!);
 
   const metrics = {
     registry,

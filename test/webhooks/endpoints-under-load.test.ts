@@ -56,7 +56,9 @@ it('deletes endpoints while their deliveries are recorded and charges fan out to
   };
   // Named, so the test can wait for its connections to be gone: a backend's counters reach
   // pg_stat_database when it exits, not when its transaction ends.
-  pool = createPool(`${t.url}?application_name=${APP_NAME}`, loadConfig(env), createLogger('silent'));
+  const url = new URL(t.url);
+  url.searchParams.set('application_name', APP_NAME);
+  pool = createPool(url.toString(), loadConfig(env), createLogger('silent'));
   built = await buildApp({ pool }, env);
   const { app } = built;
 

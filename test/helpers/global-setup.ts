@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { copyInitialisedCluster } from './cluster.ts';
 import { createTemplateDatabase } from './database.ts';
 import { LOG_AUDIT_FILE_VARIABLE, secretsInLog } from './log-audit.ts';
 import { freePort } from './ports.ts';
@@ -50,6 +51,7 @@ export default async function setup(project: TestProject) {
   }
   const dir = await mkdtemp(path.join(tmpdir(), 'payments-test-pg-'));
   await chmod(dir, 0o755); // the server runs as another user when we are root
+  await copyInitialisedCluster(path.join(dir, 'data'));
   // Without flushes to disk: they protect against the machine losing power, which no test causes (a
   // stopped or killed server recovers from its WAL all the same), and they were a third of the run's
   // system time. The clusters the outage and failover tests stop keep them on. Reads straight from the

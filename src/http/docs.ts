@@ -7,7 +7,7 @@ import express, { Router } from 'express';
 
 const require = createRequire(import.meta.url);
 // The package's folder, found from its package.json: requiring the package itself would load and compile
-// its 1.5 MB of browser bundles in every process, only to answer where they are.
+// its 2 MB of browser bundles in every process, only to answer where they are.
 const assets = path.dirname(require.resolve('swagger-ui-dist/package.json'));
 const spec = fileURLToPath(new URL('../../openapi.yaml', import.meta.url));
 

@@ -10,7 +10,7 @@ import { createDb, createPool, DatabaseSetupError, migrateToLatest, waitForDatab
 import { EmbeddedPostgresError, startEmbeddedPostgres } from './db/embedded.ts';
 import { opsListener, rawProblem, startingListener } from './http/ops.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { startSimulator } from './simulator/simulator.ts';
+import { listenFailure, SimulatorListenError, startSimulator } from './simulator/simulator.ts';
 
 const ROLES = ['all', 'api', 'worker'] as const;
 /** A signal came: the process is on its way out (see shutdown in main). */
@@ -107,7 +107,9 @@ async function main(role: Role, config: Config, logger: Logger): Promise<void> {
   if (role === 'all') {
     // First-try mode: the processor simulator runs in this process too, and it is the processor unless
     // PROCESSOR_URL names another one (so PROCESSOR_PORT alone moves both ends, 0 included).
-    const simulator = await startSimulator(config.PROCESSOR_PORT);
+    const simulator = await startSimulator(config.PROCESSOR_PORT).catch((err: unknown) => {
+      throw err instanceof SimulatorListenError ? new StartupError(`${err.message} (set PROCESSOR_PORT to another port)`) : err;
+    });
     closers.push(() => simulator.close());
     if (!process.env.PROCESSOR_URL) processorUrl = simulator.url;
     logger.info({ url: simulator.url }, 'processor simulator listening');
@@ -158,8 +160,7 @@ class StartupError extends Error {}
 function listen(server: Server, port: number, host: string, setting: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const failed = (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'EADDRINUSE' ? 'the port is taken' : err.code === 'EACCES' ? 'permission denied' : err.message;
-      reject(new StartupError(`cannot listen on ${host}:${port}: ${why} (set ${setting} to another port)`));
+      reject(new StartupError(`cannot listen on ${host}:${port}: ${listenFailure(err)} (set ${setting} to another port)`));
     };
     server.once('error', failed);
     server.listen(port, host, () => {

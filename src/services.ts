@@ -10,6 +10,7 @@ import { createPayments, type PaymentType } from './payments/payments.service.ts
 import type { ProcessorClient } from './processor/processor.client.ts';
 import { createRefundOperation, refundPayments } from './refunds/refunds.service.ts';
 import { createSecretBox } from './webhooks/secrets.ts';
+import { deliveriesOf } from './webhooks/webhooks.repository.ts';
 import { createWebhookEndpointOperation, createWebhooks, type DeliveryObserver, deliverySettings } from './webhooks/webhooks.service.ts';
 
 export function createServices(deps: {
@@ -26,7 +27,8 @@ export function createServices(deps: {
     logger,
     settings: { leaseSeconds: config.IDEMPOTENCY_LEASE_SECONDS, ttlSeconds: config.IDEMPOTENCY_KEY_TTL_SECONDS },
   });
-  const events = createEvents({ db, settings: eventSettings(config) });
+  // Every event is written with a delivery to each webhook endpoint that wants it, in its own statement.
+  const events = createEvents({ db, settings: eventSettings(config), fanOut: deliveriesOf(config.WEBHOOK_RETRY_WINDOW_SECONDS) });
   const payments = createPayments({
     db,
     processor,

@@ -1,6 +1,8 @@
 import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { ChargesTable } from '../db/schema.ts';
+import type { Intent } from '../idempotency/idempotency.repository.ts';
+import type { CreateChargeParams } from './charges.schemas.ts';
 
 export type ChargeRow = Selectable<ChargesTable>;
 
@@ -31,4 +33,21 @@ export async function listCharges(db: DbOrTrx, accountId: string, limit: number,
     );
   }
   return query.execute();
+}
+
+/**
+ * A new charge, pending, as the intent of the statement that claims its key (`claimed`). Its processor key
+ * is derived from our key row, so every retry, resume and later settle reuses it.
+ */
+export function chargeIntent(id: string, key: { id: string }, params: CreateChargeParams): Intent {
+  return {
+    ctes: sql`intent as (
+      insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
+                           status, processor_idempotency_key)
+      select ${id}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
+             ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
+             'pending', ${`charge_${key.id}`}
+      from claimed
+      returning *)`,
+  };
 }

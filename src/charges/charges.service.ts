@@ -1,11 +1,10 @@
 // Charges: what a charge is to the payments module, its create flow as an idempotent operation, the reads.
-import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
-import { type ChargeRow, findCharge, listCharges } from './charges.repository.ts';
+import { type ChargeRow, chargeIntent, findCharge, listCharges } from './charges.repository.ts';
 import { type Charge, type CreateChargeParams, createChargeSchema } from './charges.schemas.ts';
 
 export function presentCharge(charge: ChargeRow): Charge {
@@ -43,18 +42,7 @@ export function createChargeOperation(deps: { payments: Payments }) {
   return deps.payments.operation<CreateChargeParams, ChargeRow>(chargePayments, {
     path: '/v1/charges',
     parse: (body) => parseWith(createChargeSchema, body),
-    // The new charge, pending, written by the statement that claims its key (`claimed`). Its processor key
-    // is derived from our key row, so every retry, resume and later settle reuses it.
-    intent: (key, params) => ({
-      ctes: sql`intent as (
-        insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
-                             status, processor_idempotency_key)
-        select ${newId('ch')}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
-               ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
-               'pending', ${`charge_${key.id}`}
-        from claimed
-        returning *)`,
-    }),
+    intent: (key, params) => chargeIntent(newId('ch'), key, params),
   });
 }
 

@@ -199,6 +199,11 @@ async function connectBy(pool: pg.Pool, deadline: number | undefined): Promise<p
   }
 }
 
+/** The cheapest statement the database can answer: whether it answers at all. */
+export async function ping(db: Db): Promise<void> {
+  await sql`select 1`.execute(db);
+}
+
 export function createDb(pool: pg.Pool): Db {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool: deadlineBoundPool(pool) }) });
 }
@@ -339,6 +344,18 @@ export async function waitForDatabase(pool: pg.Pool, logger: Logger, stopping: (
     }
     await new Promise((resolve) => setTimeout(resolve, wait / 2 + Math.random() * (wait / 2)));
   }
+}
+
+/**
+ * Missing migrations, by name, and whether the server takes writes (a standby, or a primary still in
+ * crash recovery, reached through a proxy does not); throws when the database does not answer.
+ */
+export async function databaseState(db: Db): Promise<{ missing: string[]; readOnly: boolean }> {
+  const { rows } = await sql<{ names: string[] | null; read_only: boolean }>`
+    select (select array_agg(name) from kysely_migration) as names,
+           current_setting('transaction_read_only') = 'on' as read_only`.execute(db);
+  const applied = new Set(rows[0]?.names ?? []);
+  return { missing: knownMigrations().filter((m) => !applied.has(m)), readOnly: rows[0]?.read_only ?? false };
 }
 
 export function createMigrator(db: AnyDb): Migrator {

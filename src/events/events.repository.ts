@@ -1,9 +1,8 @@
-// Queries on events. An event is written by the statement or transaction that makes its change, with a
-// delivery (and its job) for every enabled endpoint of the account that wants it.
+// Queries on events. An event is written by the statement or transaction that makes its change, with
+// whatever its fan-out adds (the composition root wires webhooks' deliveries in: see EventFanOut).
 import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { EventsTable, JsonObject } from '../db/schema.ts';
-import { deliveryJobsFor } from '../webhooks/webhooks.repository.ts';
 import type { EventType } from './events.schemas.ts';
 
 export type EventRow = Selectable<EventsTable>;
@@ -16,32 +15,27 @@ export interface NewEvent {
 }
 
 /**
- * CTEs that write `event` when `when` holds, and for each enabled endpoint of its account that wants its
- * type a delivery with its job (`deliveries`, `delivery_jobs`): all of them or none, with the statement.
+ * What else an event writes in its statement: CTEs that read the new event from `event` (`id`,
+ * `account_id`, `type`; empty when the event is not written). Events know nothing of who listens; the
+ * composition root passes webhooks' deliveries (see deliveriesOf in webhooks.repository.ts).
  */
-export function eventCtes(event: NewEvent, when: RawBuilder<boolean>, windowSeconds: number): RawBuilder<unknown> {
-  return sql`
+export type EventFanOut = RawBuilder<unknown>;
+
+/** CTEs that write `event` when `when` holds, followed by its fan-out: all of them or none, with the statement. */
+export function eventCtes(event: NewEvent, when: RawBuilder<boolean>, fanOut?: EventFanOut): RawBuilder<unknown> {
+  const written = sql`
     event as (
       insert into events (id, account_id, type, data)
       select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb
       where ${when}
       returning id, account_id, type
-    ), deliveries as (
-      insert into webhook_deliveries (event_id, endpoint_id, account_id, window_ends_at)
-      select event.id, w.id, event.account_id, now() + make_interval(secs => ${windowSeconds})
-      from event
-      join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
-        and w.enabled_events && array[event.type, '*']
-      -- An endpoint being deleted right now is waited for and then skipped, never a foreign key error
-      -- that would undo the change this event records.
-      for key share of w
-      returning id, next_attempt_at, attempts
-    ), delivery_jobs as (${deliveryJobsFor(sql`deliveries`)})`;
+    )`;
+  return fanOut ? sql`${written}, ${fanOut}` : written;
 }
 
-/** Writes an event and its deliveries inside `trx`: they exist if and only if the transaction commits. */
-export async function insertEvent(trx: DbOrTrx, event: NewEvent, windowSeconds: number): Promise<void> {
-  await sql`with ${eventCtes(event, sql<boolean>`true`, windowSeconds)} select 1`.execute(trx);
+/** Writes an event and its fan-out inside `trx`: they exist if and only if the transaction commits. */
+export async function insertEvent(trx: DbOrTrx, event: NewEvent, fanOut?: EventFanOut): Promise<void> {
+  await sql`with ${eventCtes(event, sql<boolean>`true`, fanOut)} select 1`.execute(trx);
 }
 
 export async function findEvent(db: DbOrTrx, accountId: string, id: string): Promise<EventRow | undefined> {

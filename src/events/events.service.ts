@@ -7,7 +7,7 @@ import type { JsonObject } from '../db/schema.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import { objectId } from '../validation.ts';
-import { deleteExpiredEvents, eventCtes, type EventRow, findEvent, insertEvent, listEvents } from './events.repository.ts';
+import { deleteExpiredEvents, eventCtes, type EventFanOut, type EventRow, findEvent, insertEvent, listEvents } from './events.repository.ts';
 import type { Event, EventType } from './events.schemas.ts';
 
 export function presentEvent(row: EventRow): Event {
@@ -21,29 +21,25 @@ export function presentEvent(row: EventRow): Event {
 }
 
 export interface EventSettings {
-  /** How long each delivery of a new event is retried (WEBHOOK_RETRY_WINDOW_SECONDS). */
-  deliveryWindowSeconds: number;
   /** How long events are kept (EVENT_RETENTION_SECONDS). */
   retentionSeconds: number;
 }
 
-export const eventSettings = (config: Config): EventSettings => ({
-  deliveryWindowSeconds: config.WEBHOOK_RETRY_WINDOW_SECONDS,
-  retentionSeconds: config.EVENT_RETENTION_SECONDS,
-});
+export const eventSettings = (config: Config): EventSettings => ({ retentionSeconds: config.EVENT_RETENTION_SECONDS });
 
-export function createEvents(deps: { db: Db; settings: EventSettings }) {
-  const { db, settings } = deps;
+/** `fanOut`: what else every event writes with it (the composition root passes webhooks' deliveries). */
+export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: EventFanOut }) {
+  const { db, settings, fanOut } = deps;
   const event = (accountId: string, type: EventType, object: JsonObject) => ({ id: newId('evt'), accountId, type, object });
   return {
-    /** Inside a transaction: the event and its deliveries commit with it or not at all. */
+    /** Inside a transaction: the event and its fan-out commit with it or not at all. */
     async record(trx: DbOrTrx, accountId: string, type: EventType, object: JsonObject): Promise<void> {
-      await insertEvent(trx, event(accountId, type, object), settings.deliveryWindowSeconds);
+      await insertEvent(trx, event(accountId, type, object), fanOut);
     },
 
     /** The same as CTEs of one statement (see eventCtes), written only when `when` holds. */
     ctes(accountId: string, type: EventType, object: JsonObject, when: RawBuilder<boolean>): RawBuilder<unknown> {
-      return eventCtes(event(accountId, type, object), when, settings.deliveryWindowSeconds);
+      return eventCtes(event(accountId, type, object), when, fanOut);
     },
 
     async get(accountId: string, id: string): Promise<Event> {

@@ -1,6 +1,5 @@
 // What /readyz asks: can this process do its work right now?
-import { sql } from 'kysely';
-import { type Db, knownMigrations } from '../db/database.ts';
+import { databaseState, type Db, ping } from '../db/database.ts';
 import type { Logger } from '../logger.ts';
 import type { Backlog } from '../metrics.ts';
 
@@ -25,18 +24,6 @@ export async function withTimeout<T>(work: Promise<T>, ms: number, what: string)
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * Missing migrations, by name, and whether the server takes writes (a standby, or a primary still in
- * crash recovery, reached through a proxy does not); throws when the database does not answer.
- */
-async function databaseState(db: Db): Promise<{ missing: string[]; readOnly: boolean }> {
-  const { rows } = await sql<{ names: string[] | null; read_only: boolean }>`
-    select (select array_agg(name) from kysely_migration) as names,
-           current_setting('transaction_read_only') = 'on' as read_only`.execute(db);
-  const applied = new Set(rows[0]?.names ?? []);
-  return { missing: knownMigrations().filter((m) => !applied.has(m)), readOnly: rows[0]?.read_only ?? false };
 }
 
 export function createReadiness(deps: { db: Db; logger: Logger; timeoutMs: number; isShuttingDown: () => boolean }) {
@@ -102,7 +89,7 @@ export function createHealth(deps: {
     const started = performance.now();
     let database: HealthCheck;
     try {
-      await withTimeout(sql`select 1`.execute(deps.db), deps.timeoutMs, 'the database');
+      await withTimeout(ping(deps.db), deps.timeoutMs, 'the database');
       const ms = Math.round(performance.now() - started);
       database = { componentType: 'datastore', observedValue: ms, observedUnit: 'ms', status: 'pass', time };
     } catch (err) {

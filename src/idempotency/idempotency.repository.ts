@@ -155,6 +155,9 @@ export async function deleteExpiredKey(db: DbOrTrx, id: string): Promise<void> {
 /** Inside finishKeyWith: true while the request still holds its key's lease (the row is locked by then). */
 export const LEASE_HELD: RawBuilder<boolean> = sql<boolean>`exists (select 1 from lease)`;
 
+/** `changes` for finishKeyWith when the outcome changes nothing but the key: its `change` is the lease alone. */
+export const nothingToChange = (leaseHeld: RawBuilder<boolean>): RawBuilder<unknown> => sql`change as (select 1 where ${leaseHeld})`;
+
 /**
  * The last phase in one statement: `changes` (CTEs, the first named `change`: a data-modifying statement
  * that returns a row when it changed something, guarded by LEASE_HELD; the others write only when it did)

@@ -20,30 +20,34 @@ export type PaymentState<Row> = Row & {
   window_over: boolean;
 };
 
-export interface Clock {
+/** What a payment's age means: the settings findPaymentState judges it by, with the database clock. */
+export interface PaymentAges {
   keyRetentionSeconds: number;
   /** How long before the processor's retention ends a payment is looked up rather than resent. */
   lookUpMarginSeconds: number;
   settleWindowSeconds: number;
 }
 
-/** The columns are the same in both tables; this names them in one type Kysely can check. */
-const as = (table: PaymentTable) => table as 'charges';
+/**
+ * Either table, typed as `charges` for Kysely: the columns these statements use are the same in both, and
+ * one table's type lets Kysely check them.
+ */
+const paymentsIn = (table: PaymentTable) => table as 'charges';
 
 export async function findPaymentState<Row extends PaymentRow>(
   db: DbOrTrx,
   table: PaymentTable,
   by: { id: string } | { keyId: string },
-  clock: Clock,
+  ages: PaymentAges,
 ): Promise<PaymentState<Row> | undefined> {
   const row = await db
-    .selectFrom(as(table))
+    .selectFrom(paymentsIn(table))
     .selectAll()
     .select([
-      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.keyRetentionSeconds - clock.lookUpMarginSeconds})`.as(
+      sql<boolean>`created_at <= now() - make_interval(secs => ${ages.keyRetentionSeconds - ages.lookUpMarginSeconds})`.as(
         'past_retention',
       ),
-      sql<boolean>`created_at <= now() - make_interval(secs => ${clock.settleWindowSeconds})`.as('window_over'),
+      sql<boolean>`created_at <= now() - make_interval(secs => ${ages.settleWindowSeconds})`.as('window_over'),
     ])
     .where('id' in by ? 'id' : 'idempotency_key_id', '=', 'id' in by ? by.id : by.keyId)
     .executeTakeFirst();
@@ -51,7 +55,7 @@ export async function findPaymentState<Row extends PaymentRow>(
 }
 
 export async function lockPayment<Row extends PaymentRow>(db: DbOrTrx, table: PaymentTable, id: string): Promise<Row> {
-  const row = await db.selectFrom(as(table)).selectAll().where('id', '=', id).forUpdate().executeTakeFirstOrThrow();
+  const row = await db.selectFrom(paymentsIn(table)).selectAll().where('id', '=', id).forUpdate().executeTakeFirstOrThrow();
   return row as Row;
 }
 
@@ -71,24 +75,35 @@ export async function finishPayment<Row extends PaymentRow>(
   final: Final,
 ): Promise<Row | undefined> {
   let update = db
-    .updateTable(as(table))
+    .updateTable(paymentsIn(table))
     .set({ ...final, reconcile_since: null, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
     .where('status', '=', 'pending');
   if (final.processor_reference) {
     const reference = final.processor_reference;
     update = update.where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom(`${as(table)} as other`).select('other.id').where('other.processor_reference', '=', reference).where('other.id', '<>', id))),
+      not(exists(selectFrom(`${paymentsIn(table)} as other`).select('other.id').where('other.processor_reference', '=', reference).where('other.id', '<>', id))),
     );
   }
   return (await update.returningAll().executeTakeFirst()) as Row | undefined;
 }
 
 /**
- * finishPayment as a statement to run with others (see finishKeyWith): changes the payment only while
- * `guard` holds, and returns its id when it did.
+ * finishPayment as the `change` of a request's finish in one statement (see finishKeyWith): changes the
+ * payment only while `guard` holds, and returns its id when it did; `then` writes only when it did.
  */
-export function finishPaymentChange(table: PaymentTable, id: string, final: Final, guard: RawBuilder<boolean>): RawBuilder<unknown> {
+export function finishPaymentChanges(
+  table: PaymentTable,
+  id: string,
+  final: Final,
+  guard: RawBuilder<boolean>,
+  then: (changed: RawBuilder<boolean>) => RawBuilder<unknown>,
+): RawBuilder<unknown> {
+  return sql`change as (${finishPaymentChange(table, id, final, guard)}), ${then(sql<boolean>`exists (select 1 from change)`)}`;
+}
+
+/** finishPayment as one statement of several: changes the payment only while `guard` holds. */
+function finishPaymentChange(table: PaymentTable, id: string, final: Final, guard: RawBuilder<boolean>): RawBuilder<unknown> {
   const reference = final.processor_reference;
   const referenceFree = reference
     ? sql`and not exists (select 1 from ${sql.table(table)} other where other.processor_reference = ${reference} and other.id <> ${id})`
@@ -115,7 +130,7 @@ export function paymentFromJson<Row extends PaymentRow>(json: unknown): Row {
 /** Flags a pending payment for reconciliation (once: the first flag's time is kept). */
 export async function flagForReconciliation(db: DbOrTrx, table: PaymentTable, id: string): Promise<void> {
   await db
-    .updateTable(as(table))
+    .updateTable(paymentsIn(table))
     .set({ reconcile_since: sql<Date>`coalesce(reconcile_since, now())`, updated_at: sql<Date>`now()` })
     .where('id', '=', id)
     .where('status', '=', 'pending')

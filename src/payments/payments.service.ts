@@ -12,7 +12,7 @@
 //        │ never seen                     │ processor unreachable
 //        ▼                                ▼
 //   void the key ──▶ failed         pending, flagged, reconcile job asks slowly until it can
-import { type RawBuilder, sql } from 'kysely';
+import type { RawBuilder } from 'kysely';
 import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { JsonObject } from '../db/schema.ts';
@@ -30,14 +30,14 @@ import type {
 } from '../processor/processor.client.ts';
 import { currentRequestId } from '../request-context.ts';
 import {
-  type Clock,
   type Final,
   findDriverlessPayments,
   finishPayment,
   findPaymentState,
-  finishPaymentChange,
+  finishPaymentChanges,
   flagForReconciliation,
   lockPayment,
+  type PaymentAges,
   paymentFromJson,
   type PaymentRow,
   type PaymentState,
@@ -69,8 +69,6 @@ export interface Attempt<Row extends PaymentRow = PaymentRow> {
 }
 
 export type SettleResult = 'settled' | 'already_final' | 'retry' | 'awaiting_reconciliation';
-
-export type PaymentSettings = Clock;
 
 /**
  * The answer a payment deserves by its status: 201 succeeded, 202 pending (follow Location), 402 failed
@@ -118,7 +116,7 @@ export function createPayments(deps: {
   queue: JobQueue;
   events: Events;
   logger: Logger;
-  settings: PaymentSettings;
+  settings: PaymentAges;
 }) {
   const { db, processor, queue, events, logger, settings } = deps;
 
@@ -263,10 +261,10 @@ export function createPayments(deps: {
       const final = finalOf(type.kind, answer);
       if (final.status === 'failed' && type.afterFailed) return undefined;
       const row = { ...payment, ...final, reconcile_since: null };
-      const changed = sql<boolean>`exists (select 1 from change)`;
       return {
-        changes: sql`change as (${finishPaymentChange(type.table, payment.id, final, leaseHeld)}),
-          ${events.ctes(row.account_id, `${type.kind}.${final.status}`, type.present(row), changed)}`,
+        changes: finishPaymentChanges(type.table, payment.id, final, leaseHeld, (changed) =>
+          events.ctes(row.account_id, `${type.kind}.${final.status}`, type.present(row), changed),
+        ),
         response: paymentResponse(type, row),
       };
     },

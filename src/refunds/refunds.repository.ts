@@ -1,6 +1,8 @@
 import { type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { RefundsTable } from '../db/schema.ts';
+import type { Intent } from '../idempotency/idempotency.repository.ts';
+import type { CreateRefundParams } from './refunds.schemas.ts';
 
 export type RefundRow = Selectable<RefundsTable>;
 
@@ -59,4 +61,29 @@ export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<
     .where('id', '=', chargeId)
     .executeTakeFirstOrThrow();
   return row.processor_reference!;
+}
+
+/**
+ * A new refund, pending, with its amount held on its charge, as the intent of the statement that claims its
+ * key, when the charge plainly has the amount left (`when`; otherwise nothing is written and the claim goes
+ * the careful way). Two refunds racing for the last of a charge cannot both hold it: the charge's CHECK
+ * constraint fails the later statement, which then goes the careful way too.
+ */
+export function refundIntent(id: string, key: { id: string; accountId: string }, params: CreateRefundParams): Intent {
+  const amount = sql`coalesce(${params.amount ?? null}::bigint, c.amount - c.amount_refunded)`;
+  return {
+    when: sql<boolean>`exists (select 1 from charges c
+      where c.id = ${params.charge} and c.account_id = ${key.accountId} and c.status = 'succeeded'
+        and c.amount_refunded < c.amount and c.amount_refunded + ${amount} <= c.amount)`,
+    ctes: sql`intent as (
+      insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
+                           processor_idempotency_key)
+      select ${id}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
+             'pending', ${`refund_${key.id}`}
+      from claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
+      returning *
+    ), held as (
+      update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
+      from intent where c.id = intent.charge_id)`,
+  };
 }

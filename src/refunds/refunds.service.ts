@@ -2,7 +2,6 @@
 // A charge's amount_refunded counts refunds that succeeded, those in flight, and those whose outcome is
 // not known yet, so the refunded total can never pass the charge: each new refund reserves its amount
 // under the charge's row lock, and only a refund the processor answered "failed" gives it back.
-import { sql } from 'kysely';
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
 import { newId } from '../ids.ts';
@@ -13,6 +12,7 @@ import {
   chargeReferenceOf,
   findRefund,
   lockChargeForRefund,
+  refundIntent,
   type RefundRow,
 } from './refunds.repository.ts';
 import { type CreateRefundParams, createRefundSchema, type Refund } from './refunds.schemas.ts';
@@ -53,27 +53,8 @@ export function createRefundOperation(deps: { payments: Payments }) {
   return deps.payments.operation<CreateRefundParams, RefundRow>(refundPayments, {
     path: '/v1/refunds',
     parse: (body) => parseWith(createRefundSchema, body),
-    // At once when the charge plainly has the amount left: the refund, pending, and the amount held on its
-    // charge, in the statement that claims the key. Two refunds racing for the last of a charge cannot both
-    // hold it (the charge's CHECK constraint fails the later statement, which then goes the careful way).
-    intent: (key, params) => {
-      const amount = sql`coalesce(${params.amount ?? null}::bigint, c.amount - c.amount_refunded)`;
-      return {
-        when: sql<boolean>`exists (select 1 from charges c
-          where c.id = ${params.charge} and c.account_id = ${key.accountId} and c.status = 'succeeded'
-            and c.amount_refunded < c.amount and c.amount_refunded + ${amount} <= c.amount)`,
-        ctes: sql`intent as (
-          insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
-                               processor_idempotency_key)
-          select ${newId('re')}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
-                 'pending', ${`refund_${key.id}`}
-          from claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
-          returning *
-        ), held as (
-          update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
-          from intent where c.id = intent.charge_id)`,
-      };
-    },
+    // At once when the charge plainly has the amount left: the refund and the amount held on its charge.
+    intent: (key, params) => refundIntent(newId('re'), key, params),
     // The careful way decides under the charge's row lock, and says why a refund cannot be made.
     async refusal(trx, key, params) {
       const charge = await lockChargeForRefund(trx, key.account_id, params.charge);

@@ -1,9 +1,11 @@
 // Queries on webhook endpoints and deliveries. A delivery's job is a row of pg-boss's `webhook` queue made
-// by our own INSERT, so it can be written in the same statement as the event (see eventCtes).
+// by our own INSERT, so it can be written in the same statement as the event (see deliveriesOf).
 import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import { JOB_SCHEMA, WEBHOOK_QUEUE } from '../db/job-queue.ts';
 import type { WebhookDeliveriesTable, WebhookDeliveryAttemptsTable, WebhookEndpointsTable } from '../db/schema.ts';
+import type { Intent } from '../idempotency/idempotency.repository.ts';
+import type { CreateWebhookEndpointParams } from './webhooks.schemas.ts';
 
 export type EndpointRow = Selectable<WebhookEndpointsTable>;
 export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
@@ -24,6 +26,55 @@ export function deliveryJobsFor(source: RawBuilder<unknown>): RawBuilder<unknown
            q.retry_backoff, q.retry_delay_max, q.expire_seconds, q.deletion_seconds,
            d.next_attempt_at + make_interval(secs => q.retention_seconds), q.policy, q.dead_letter
     from ${source} d join ${sql.table(`${JOB_SCHEMA}.queue`)} q on q.name = ${WEBHOOK_QUEUE}`;
+}
+
+/**
+ * An event's fan-out to webhooks (see EventFanOut): for each enabled endpoint of its account that wants its
+ * type, a delivery (`deliveries`) retried for `windowSeconds`, and its job (`delivery_jobs`).
+ */
+export function deliveriesOf(windowSeconds: number): RawBuilder<unknown> {
+  return sql`
+    deliveries as (
+      insert into webhook_deliveries (event_id, endpoint_id, account_id, window_ends_at)
+      select event.id, w.id, event.account_id, now() + make_interval(secs => ${windowSeconds})
+      from event
+      join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
+        and w.enabled_events && array[event.type, '*']
+      -- An endpoint being deleted right now is waited for and then skipped, never a foreign key error
+      -- that would undo the change this event records.
+      for key share of w
+      returning id, next_attempt_at, attempts
+    ), delivery_jobs as (${deliveryJobsFor(sql`deliveries`)})`;
+}
+
+/**
+ * A new endpoint with its sealed signing secret, as the intent of the statement that claims its key; never
+ * written at once (`when` is false): the careful way counts the account's endpoints first.
+ */
+export function endpointIntent(id: string, params: CreateWebhookEndpointParams, sealedSecret: string): Intent {
+  return {
+    when: sql<boolean>`false`,
+    ctes: sql`intent as (
+      insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
+      select ${id}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[], ${sealedSecret}
+      from claimed
+      returning *)`,
+  };
+}
+
+/**
+ * Inside a transaction: how many endpoints the account has, its creates serialised. NO KEY UPDATE on the
+ * account's row does not conflict with the key-share locks that foreign keys to the account (the request's
+ * own key row among them) hold.
+ */
+export async function countEndpointsLocked(trx: DbOrTrx, accountId: string): Promise<number> {
+  await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forNoKeyUpdate().execute();
+  const { count } = await trx
+    .selectFrom('webhook_endpoints')
+    .select((eb) => eb.fn.countAll<string>().as('count'))
+    .where('account_id', '=', accountId)
+    .executeTakeFirstOrThrow();
+  return Number(count);
 }
 
 export async function findEndpoint(db: DbOrTrx, accountId: string, id: string): Promise<EndpointRow | undefined> {

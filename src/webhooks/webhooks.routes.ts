@@ -42,5 +42,10 @@ export function webhookRoutes(deps: {
     res.json(await deps.webhooks.deleteEndpoint(res.locals.account!.id, req.params.id));
   });
 
+  // An event's deliveries are webhooks' to tell: events know nothing of who listens to them.
+  router.get('/events/:id/deliveries', async (req, res) => {
+    res.json(await deps.webhooks.listDeliveries(res.locals.account!.id, req.params.id));
+  });
+
   return router;
 }

@@ -4,13 +4,13 @@
 // nothing for a whole window is disabled, and an event says so.
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { sql } from 'kysely';
 import type { Config } from '../config.ts';
 import { type Db, inTransaction } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
 import { presentEvent } from '../events/events.service.ts';
 import type { Events } from '../events/events.service.ts';
 import { newId } from '../ids.ts';
+import { nothingToChange } from '../idempotency/idempotency.repository.ts';
 import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId } from '../request-context.ts';
@@ -20,10 +20,12 @@ import { signDelivery } from './signature.ts';
 import { publicOnlyLookup, refusedLiteral } from './url-safety.ts';
 import {
   type AttemptResult,
+  countEndpointsLocked,
   deleteEndpoint,
   type DeliveryRow,
   type DeliveryTarget,
   disableFailingEndpoint,
+  endpointIntent,
   type EndpointRow,
   failDelivery,
   findDeliveryTarget,
@@ -99,30 +101,14 @@ export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox })
     method: 'POST',
     path: '/v1/webhook_endpoints',
     parse: (body) => parseWith(createWebhookEndpointSchema, body),
-    intent: (_key, params) => ({
-      when: sql<boolean>`false`,
-      ctes: sql`intent as (
-        insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
-        select ${newId('we')}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[],
-               ${box.seal(newSigningSecret())}
-        from claimed
-        returning *)`,
-    }),
+    intent: (_key, params) => endpointIntent(newId('we'), params, box.seal(newSigningSecret())),
     async refusal(trx, key) {
-      // NO KEY UPDATE: serialises the creates of one account, without conflicting with the key-share locks
-      // that foreign keys to the account (this request's own key row among them) hold.
-      await trx.selectFrom('accounts').select('id').where('id', '=', key.account_id).forNoKeyUpdate().execute();
-      const { count } = await trx
-        .selectFrom('webhook_endpoints')
-        .select((eb) => eb.fn.countAll<string>().as('count'))
-        .where('account_id', '=', key.account_id)
-        .executeTakeFirstOrThrow();
-      if (Number(count) < MAX_ENDPOINTS) return undefined;
+      if ((await countEndpointsLocked(trx, key.account_id)) < MAX_ENDPOINTS) return undefined;
       return new ProblemError(409, 'too_many_webhook_endpoints', 'Too many webhook endpoints', `An account has at most ${MAX_ENDPOINTS} webhook endpoints; delete one first.`);
     },
     // A resumed request reads its endpoint back; the client may have deleted it meanwhile (it was listed).
     callOut: async (key, _deadline, intent) => (intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow)),
-    finishAtOnce: (row, leaseHeld) => ({ changes: sql`change as (select 1 where ${leaseHeld})`, response: answer(row) }),
+    finishAtOnce: (row, leaseHeld) => ({ changes: nothingToChange(leaseHeld), response: answer(row) }),
     recordOutcome: async (_trx, _key, row) => answer(row),
     reveal(stored) {
       const { secret_sealed: sealed, ...endpoint } = stored.body;

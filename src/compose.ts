@@ -3,7 +3,7 @@
 import type pg from 'pg';
 import { createApp } from './app.ts';
 import type { Config } from './config.ts';
-import { createDb, outageLogOf } from './db/database.ts';
+import { createDb, type Db, outageLogOf } from './db/database.ts';
 import { createHealth, createReadiness } from './health/health.service.ts';
 import { createBoss, createJobQueue, queueDepths, wakeDeferredSettleJobs } from './db/job-queue.ts';
 import { pendingPaymentsSummary } from './payments/payments.repository.ts';
@@ -48,38 +48,11 @@ export async function compose(options: {
   );
   processor.onBreakerStateChange((state) => metrics.setBreakerState(state));
 
-  // The processor may answer again: the payments that went pending meanwhile need not wait out their
-  // settle jobs' backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS). Deferred settle jobs run now when
-  // - the circuit turns half-open: one of them only, which in a worker becomes the probe (all of them would
-  //   each spend an attempt on a circuit that turns them away, every reset period of a long outage);
-  // - the circuit closes (the probe got an answer): all of them;
-  // - a settle job that had to wait got its answer (without a breaker, or before it opened): all of them.
-  // At most once a second per process and reason (the close that follows a half-open probe by a few
-  // milliseconds must still wake the jobs the probe's half-open state turned away); any copy may do it,
-  // it is one UPDATE. A job the half-open circuit turned away just before the close is handed back to its
-  // backoff only when its run ends, which may be after the close's wake: a second wake one job deadline
-  // later, when every job in flight at the close has ended, brings those forward too.
-  const lastWake = new Map<string, number>();
-  let lateWake: NodeJS.Timeout | undefined;
-  const wake = (reason: string, limit?: number) =>
-    // Its own deadline: the event may come inside a request or a job whose deadline is nearly spent.
-    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db, { limit })).then(
-      (woken) => woken && logger.info({ woken, reason }, 'processor may answer again: deferred settle jobs run now'),
-      (err: unknown) => logger.warn({ err }, 'could not bring deferred settle jobs forward; they run at the end of their backoff'),
-    );
-  const processorRecovered = (reason: 'half_open' | 'closed' | 'job_settled' = 'job_settled') => {
-    if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
-    lastWake.set(reason, Date.now());
-    void wake(reason, reason === 'half_open' ? 1 : undefined);
-    if (reason === 'closed') {
-      clearTimeout(lateWake);
-      lateWake = setTimeout(() => void wake('closed_late'), config.REQUEST_TIMEOUT_MS);
-      lateWake.unref();
-    }
-  };
+  const settleWake = wakeSettleJobsWhenTheProcessorAnswers({ db, config, logger });
   processor.onBreakerStateChange((state) => {
-    if (state !== 'open') processorRecovered(state);
+    if (state !== 'open') settleWake.processorRecovered(state);
   });
+  const processorRecovered = () => settleWake.processorRecovered('job_settled');
 
   const services = createServices({
     config,
@@ -119,7 +92,7 @@ export async function compose(options: {
     worker: () => createWorker({ config, db, boss, services, logger, metrics, outage, processorRecovered }),
     /** Stops the queue client and the breaker's timers; the pool belongs to the caller. */
     async close() {
-      clearTimeout(lateWake);
+      settleWake.stop();
       processor.shutdown();
       await boss.stop({ graceful: false, close: false });
     },
@@ -127,3 +100,41 @@ export async function compose(options: {
 }
 
 export type Composition = Awaited<ReturnType<typeof compose>>;
+
+/**
+ * The processor may answer again: the payments that went pending meanwhile need not wait out their settle
+ * jobs' backoff (up to SETTLE_RETRY_DELAY_MAX_SECONDS). Deferred settle jobs run now when
+ * - the circuit turns half-open: one of them only, which in a worker becomes the probe (all of them would
+ *   each spend an attempt on a circuit that turns them away, every reset period of a long outage);
+ * - the circuit closes (the probe got an answer): all of them;
+ * - a settle job that had to wait got its answer (without a breaker, or before it opened): all of them.
+ * At most once a second per process and reason (the close that follows a half-open probe by a few
+ * milliseconds must still wake the jobs the probe's half-open state turned away); any copy may do it, it is
+ * one UPDATE. A job the half-open circuit turned away just before the close is handed back to its backoff
+ * only when its run ends, which may be after the close's wake: a second wake one job deadline later, when
+ * every job in flight at the close has ended, brings those forward too.
+ */
+function wakeSettleJobsWhenTheProcessorAnswers(deps: { db: Db; config: Config; logger: Logger }) {
+  const { db, config, logger } = deps;
+  const lastWake = new Map<string, number>();
+  let lateWake: NodeJS.Timeout | undefined;
+  const wake = (reason: string, limit?: number) =>
+    // Its own deadline: the event may come inside a request or a job whose deadline is nearly spent.
+    withDeadline('settle_wake', config.REQUEST_TIMEOUT_MS, () => wakeDeferredSettleJobs(db, { limit })).then(
+      (woken) => woken && logger.info({ woken, reason }, 'processor may answer again: deferred settle jobs run now'),
+      (err: unknown) => logger.warn({ err }, 'could not bring deferred settle jobs forward; they run at the end of their backoff'),
+    );
+  return {
+    processorRecovered(reason: 'half_open' | 'closed' | 'job_settled') {
+      if (Date.now() - (lastWake.get(reason) ?? 0) < RECOVERY_WAKE_MS) return;
+      lastWake.set(reason, Date.now());
+      void wake(reason, reason === 'half_open' ? 1 : undefined);
+      if (reason === 'closed') {
+        clearTimeout(lateWake);
+        lateWake = setTimeout(() => void wake('closed_late'), config.REQUEST_TIMEOUT_MS);
+        lateWake.unref();
+      }
+    },
+    stop: () => clearTimeout(lateWake),
+  };
+}

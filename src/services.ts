@@ -4,9 +4,9 @@ import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import type { JobQueue } from './db/job-queue.ts';
 import { createEvents, eventSettings } from './events/events.service.ts';
-import { createIdempotency, type IdempotentOperation } from './idempotency/idempotency.service.ts';
+import { createIdempotency } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
-import { createPayments, type PaymentType } from './payments/payments.service.ts';
+import { createPayments, type PaymentJobs, type PaymentKind } from './payments/payments.service.ts';
 import type { ProcessorClient } from './processor/processor.client.ts';
 import { createRefundOperation, refundPayments } from './refunds/refunds.service.ts';
 import { createSecretBox } from './webhooks/secrets.ts';
@@ -64,9 +64,9 @@ export function createServices(deps: {
     createRefund,
     createWebhookEndpoint,
     /** Every idempotent operation, for the completer. */
-    operations: [createCharge, createRefund, createWebhookEndpoint] as IdempotentOperation<unknown, unknown>[],
-    /** Every kind of payment, by the name jobs carry. */
-    paymentTypes: { charge: chargePayments, refund: refundPayments } as Record<'charge' | 'refund', PaymentType>,
+    operations: [idempotency.resumable(createCharge), idempotency.resumable(createRefund), idempotency.resumable(createWebhookEndpoint)],
+    /** The settle and reconcile jobs of every kind of payment, by the kind jobs carry. */
+    paymentJobs: { charge: payments.jobsFor(chargePayments), refund: payments.jobsFor(refundPayments) } satisfies Record<PaymentKind, PaymentJobs>,
   };
 }
 

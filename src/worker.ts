@@ -41,7 +41,7 @@ const OPEN_CIRCUIT_HOLD_MS = 5_000;
 
 export function createWorker(deps: WorkerDeps) {
   const { config, boss, services, logger, metrics, outage } = deps;
-  const { payments, paymentTypes } = services;
+  const { payments, paymentJobs } = services;
   const timers: NodeJS.Timeout[] = [];
   const running = new Set<Promise<unknown>>();
   let stopped = false;
@@ -71,25 +71,35 @@ export function createWorker(deps: WorkerDeps) {
     else logger.error({ err, ...fields }, message);
   }
 
-  /** Runs one job under its own deadline; a result that asks for a retry hands the job back to pg-boss. */
-  async function runJob(
+  /**
+   * Every job's run: `work` under the job's own deadline. An error is logged as `failed` says and thrown,
+   * which hands the job back to pg-boss to run again after its queue's delay.
+   */
+  async function runGuarded<T>(queue: string, jobId: string, fields: Record<string, unknown>, timeoutMs: number, work: () => Promise<T>): Promise<T> {
+    try {
+      const result = await withDeadline(`job_${jobId}`, timeoutMs, work);
+      outage.recovered();
+      return result;
+    } catch (err) {
+      failed(err, `${queue} job`, { job_id: jobId, ...fields }, `${queue} job failed unexpectedly; pg-boss will retry it`);
+      throw err;
+    }
+  }
+
+  /** A settle or reconcile job's run; a result that asks for a retry hands the job back to pg-boss too. */
+  async function runPaymentJob(
     queue: string,
     job: JobWithMetadata<PaymentJob>,
     work: (deadline: number) => Promise<SettleResult>,
   ): Promise<void> {
     const { kind, id } = job.data;
     await circuitLetsThrough();
-    let result: SettleResult;
-    try {
-      result = await withDeadline(`job_${job.id}`, config.REQUEST_TIMEOUT_MS, () =>
-        work(Date.now() + config.REQUEST_TIMEOUT_MS - OUTCOME_RESERVE_MS),
-      );
-      outage.recovered();
-    } catch (err) {
+    const result = await runGuarded(queue, job.id, { kind, id }, config.REQUEST_TIMEOUT_MS, () =>
+      work(Date.now() + config.REQUEST_TIMEOUT_MS - OUTCOME_RESERVE_MS),
+    ).catch((err: unknown) => {
       metrics?.settleOutcomes.inc({ queue, kind, result: 'error' });
-      failed(err, `${queue} job`, { job_id: job.id, kind, id }, `${queue} job failed unexpectedly; pg-boss will retry it`);
       throw err;
-    }
+    });
     metrics?.settleOutcomes.inc({ queue, kind, result });
     logger.info({ job_id: job.id, kind, id, attempt: job.retryCount + 1, result }, `${queue} job: ${result}`);
     // A settle job that waited for the processor and now settled: the others waiting need not wait out their backoff.
@@ -149,24 +159,19 @@ export function createWorker(deps: WorkerDeps) {
       await configureQueues(boss, config);
       await boss.work<PaymentJob>(SETTLE_QUEUE, work, async ([job]) => {
         const j = job as JobWithMetadata<PaymentJob>;
-        await runJob(SETTLE_QUEUE, j, (deadline) =>
-          payments.settle(paymentTypes[j.data.kind], j.data.id, { lastAttempt: j.retryCount >= j.retryLimit, deadline }),
+        await runPaymentJob(SETTLE_QUEUE, j, (deadline) =>
+          paymentJobs[j.data.kind].settle(j.data.id, { lastAttempt: j.retryCount >= j.retryLimit, deadline }),
         );
       });
       await boss.work<PaymentJob>(RECONCILE_QUEUE, work, async ([job]) => {
         const j = job as JobWithMetadata<PaymentJob>;
-        await runJob(RECONCILE_QUEUE, j, (deadline) => payments.reconcile(paymentTypes[j.data.kind], j.data.id, deadline));
+        await runPaymentJob(RECONCILE_QUEUE, j, (deadline) => paymentJobs[j.data.kind].reconcile(j.data.id, deadline));
       });
-      await boss.work<{ delivery: string; attempt?: number }>(WEBHOOK_QUEUE, { ...work, localConcurrency: config.JOB_CONCURRENCY }, async ([job]) => {
-        try {
-          await withDeadline(`job_${job!.id}`, config.WEBHOOK_TIMEOUT_MS + config.REQUEST_TIMEOUT_MS, () =>
-            services.webhooks.deliver(job!.data.delivery, job!.data.attempt),
-          );
-          outage.recovered();
-        } catch (err) {
-          failed(err, `${WEBHOOK_QUEUE} job`, { job_id: job!.id, delivery: job!.data.delivery }, 'webhook job failed unexpectedly; pg-boss will retry it');
-          throw err;
-        }
+      await boss.work<{ delivery: string; attempt?: number }>(WEBHOOK_QUEUE, work, async ([job]) => {
+        const { delivery, attempt } = job!.data;
+        await runGuarded(WEBHOOK_QUEUE, job!.id, { delivery }, config.WEBHOOK_TIMEOUT_MS + config.REQUEST_TIMEOUT_MS, () =>
+          services.webhooks.deliver(delivery, attempt),
+        );
       });
       every(config.SWEEP_INTERVAL_SECONDS, 'webhook sweep', async () => {
         const deliveries = await services.webhooks.redrive(SWEEP_BATCH);

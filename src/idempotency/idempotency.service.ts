@@ -79,6 +79,13 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
   reveal?(stored: StoredResponse): StoredResponse;
 }
 
+/** An operation as the completer needs it: which requests are its, and how to drive one to its end. */
+export interface Resumable {
+  method: string;
+  path: string;
+  drive(key: KeyRow, deadline: number): Promise<StoredResponse>;
+}
+
 /** How a request used its key: the idempotency machinery's own result, apart from the operation's outcome. */
 export type KeyUse = 'new' | 'replayed' | 'in_use' | 'reused' | 'resumed';
 
@@ -337,7 +344,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
    * recovery point, exactly as a client's retry with the same key would. Returns how many it finished.
    */
   async function completeAbandoned(
-    operations: IdempotentOperation<unknown, unknown>[],
+    operations: Resumable[],
     options: { limit: number; timeoutMs: number },
   ): Promise<number> {
     let finished = 0;
@@ -352,7 +359,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       }
       try {
         const response = await withDeadline(`complete_${key.id}`, options.timeoutMs, () =>
-          drive(op, key, Date.now() + options.timeoutMs - OUTCOME_RESERVE_MS),
+          op.drive(key, Date.now() + options.timeoutMs - OUTCOME_RESERVE_MS),
         );
         finished += 1;
         logger.info(
@@ -386,7 +393,14 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   /** Whether a request with this key was made already: its repeat gets the stored answer, checks or not. */
   const isRepeat = (accountId: string, key: string) => autocommit(db, (conn) => keyExists(conn, accountId, key));
 
-  return { execute, drive, completeAbandoned, reapExpired, isRepeat };
+  /** `op` as the completer drives it, whatever its parameters and outcome. */
+  const resumable = <P, O>(op: IdempotentOperation<P, O>): Resumable => ({
+    method: op.method,
+    path: op.path,
+    drive: (key, deadline) => drive(op, key, deadline),
+  });
+
+  return { execute, drive, completeAbandoned, reapExpired, isRepeat, resumable };
 }
 
 export type Idempotency = ReturnType<typeof createIdempotency>;

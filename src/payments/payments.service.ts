@@ -70,6 +70,12 @@ export interface Attempt<Row extends PaymentRow = PaymentRow> {
 
 export type SettleResult = 'settled' | 'already_final' | 'retry' | 'awaiting_reconciliation';
 
+/** A settle job's and a reconcile job's work on one kind of payment (see `jobsFor`). */
+export interface PaymentJobs {
+  settle(id: string, options: { lastAttempt: boolean; deadline: number }): Promise<SettleResult>;
+  reconcile(id: string, deadline: number): Promise<SettleResult>;
+}
+
 /**
  * The answer a payment deserves by its status: 201 succeeded, 202 pending (follow Location), 402 failed
  * as problem+json carrying the payment.
@@ -318,6 +324,14 @@ export function createPayments(deps: {
     async reconcile<Row extends PaymentRow>(type: PaymentType<Row>, id: string, deadline: number): Promise<SettleResult> {
       const payment = await findPaymentState<Row>(db, type.table, { id }, settings);
       return payment?.status === 'pending' ? reconcilePending(type, payment, deadline) : 'already_final';
+    },
+
+    /** The settle and reconcile jobs of one kind of payment. */
+    jobsFor<Row extends PaymentRow>(type: PaymentType<Row>): PaymentJobs {
+      return {
+        settle: (id, options) => payments.settle(type, id, options),
+        reconcile: (id, deadline) => payments.reconcile(type, id, deadline),
+      };
     },
 
     /**

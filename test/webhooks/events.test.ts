@@ -4,6 +4,7 @@
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chargePayments } from '../../src/charges/charges.service.ts';
 import { inTransaction } from '../../src/db/database.ts';
 import { buildApp } from '../helpers/app.ts';
 import { charge, createTestContext, FAST_JOBS, newKey, postCharge, type TestContext } from '../helpers/context.ts';
@@ -100,12 +101,12 @@ describe('events', () => {
     const pending = (await postCharge(ctx, auth, newKey())).body;
     const before = (await sql<{ n: number }>`select count(*)::int as n from events`.execute(ctx.t.db)).rows[0]!.n;
     const key = await ctx.t.db.selectFrom('charges').select('idempotency_key_id').where('id', '=', pending.id).executeTakeFirstOrThrow();
-    const { payments, paymentTypes } = ctx.services;
+    const { payments } = ctx.services;
 
     // The processor's answer recorded, then the transaction fails after it.
     await expect(
       inTransaction(ctx.t.db, async (trx) => {
-        const response = await payments.record(trx, paymentTypes.charge, key.idempotency_key_id!, { kind: 'approved', reference: 'ch_proc_rolled_back' });
+        const response = await payments.record(trx, chargePayments, key.idempotency_key_id!, { kind: 'approved', reference: 'ch_proc_rolled_back' });
         expect(response.status).toBe(201);
         expect((await sql<{ n: number }>`select count(*)::int as n from events`.execute(trx)).rows[0]!.n).toBe(before + 1);
         throw new Error('rolled back after the change');

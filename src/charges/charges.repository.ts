@@ -1,4 +1,5 @@
 import { type Selectable, sql } from 'kysely';
+import { cte } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { ChargesTable } from '../db/schema.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
@@ -41,13 +42,13 @@ export async function listCharges(db: DbOrTrx, accountId: string, limit: number,
  */
 export function chargeIntent(id: string, key: { id: string }, params: CreateChargeParams): Intent {
   return {
-    ctes: sql`intent as (
+    ctes: cte('intent', ['claimed'], (ref) => sql`
       insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
                            status, processor_idempotency_key)
       select ${id}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
              ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
              'pending', ${`charge_${key.id}`}
-      from claimed
-      returning *)`,
+      from ${ref('claimed')} claimed
+      returning *`),
   };
 }

@@ -1,6 +1,7 @@
 // Queries on events. An event is written by the statement or transaction that makes its change, with
 // whatever its fan-out adds (the composition root wires webhooks' deliveries in: see EventFanOut).
-import { type RawBuilder, type Selectable, sql } from 'kysely';
+import { type Selectable, sql } from 'kysely';
+import { type Ctes, cte, followedBy, withClause } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { EventsTable, JsonObject } from '../db/schema.ts';
 import type { EventType } from './events.schemas.ts';
@@ -19,23 +20,24 @@ export interface NewEvent {
  * `account_id`, `type`; empty when the event is not written). Events know nothing of who listens; the
  * composition root passes webhooks' deliveries (see deliveriesOf in webhooks.repository.ts).
  */
-export type EventFanOut = RawBuilder<unknown>;
+export type EventFanOut = Ctes<string, 'event'>;
 
-/** CTEs that write `event` when `when` holds, followed by its fan-out: all of them or none, with the statement. */
-export function eventCtes(event: NewEvent, when: RawBuilder<boolean>, fanOut?: EventFanOut): RawBuilder<unknown> {
-  const written = sql`
-    event as (
-      insert into events (id, account_id, type, data)
-      select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb
-      where ${when}
-      returning id, account_id, type
-    )`;
-  return fanOut ? sql`${written}, ${fanOut}` : written;
+/**
+ * CTEs that write `event`, followed by its fan-out: all of them or none, with the statement. Only when the
+ * earlier CTE `onlyAfter` returned a row, when given (the change the event records).
+ */
+export function eventCtes<After extends string = never>(event: NewEvent, fanOut?: EventFanOut, onlyAfter?: After): Ctes<'event', After> {
+  const written = cte('event', onlyAfter ? [onlyAfter] : [], (ref) => sql`
+    insert into events (id, account_id, type, data)
+    select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb
+    where ${onlyAfter ? sql`exists (select 1 from ${ref(onlyAfter)})` : sql`true`}
+    returning id, account_id, type`);
+  return fanOut ? followedBy(written, fanOut) : written;
 }
 
 /** Writes an event and its fan-out inside `trx`: they exist if and only if the transaction commits. */
 export async function insertEvent(trx: DbOrTrx, event: NewEvent, fanOut?: EventFanOut): Promise<void> {
-  await sql`with ${eventCtes(event, sql<boolean>`true`, fanOut)} select 1`.execute(trx);
+  await sql`${withClause(eventCtes(event, fanOut)).sql} select 1`.execute(trx);
 }
 
 export async function findEvent(db: DbOrTrx, accountId: string, id: string): Promise<EventRow | undefined> {

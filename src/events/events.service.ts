@@ -1,7 +1,7 @@
 // Events: what happened to a charge or refund, written in the transaction (or the statement) that made it
 // happen, so an event exists exactly when its change does. Reads for GET /v1/events; the reaper's removal.
-import type { RawBuilder } from 'kysely';
 import type { Config } from '../config.ts';
+import type { Ctes } from '../db/ctes.ts';
 import type { Db, DbOrTrx } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
@@ -37,9 +37,9 @@ export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: E
       await insertEvent(trx, event(accountId, type, object), fanOut);
     },
 
-    /** The same as CTEs of one statement (see eventCtes), written only when `when` holds. */
-    ctes(accountId: string, type: EventType, object: JsonObject, when: RawBuilder<boolean>): RawBuilder<unknown> {
-      return eventCtes(event(accountId, type, object), when, fanOut);
+    /** The same as CTEs of one statement, written only when the CTE `onlyAfter` returned a row (see eventCtes). */
+    ctes<After extends string>(accountId: string, type: EventType, object: JsonObject, onlyAfter: After): Ctes<'event', After> {
+      return eventCtes(event(accountId, type, object), fanOut, onlyAfter);
     },
 
     async get(accountId: string, id: string): Promise<Event> {

@@ -1,5 +1,6 @@
 // Queries on idempotency_keys. Every time comparison uses the database clock, never this process's.
 import { type RawBuilder, type Selectable, sql } from 'kysely';
+import { type Ctes, cte, followedBy, withClause } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { IdempotencyKeysTable, JsonObject } from '../db/schema.ts';
 
@@ -66,10 +67,11 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
 /** The local rows of a new request, written by the statement that claims its key. */
 export interface Intent {
   /**
-   * One or more CTEs, the first named `intent`, reading the new key from `claimed` (`id`, `account_id`):
-   * empty when the key already exists, so they write nothing then. What `intent` returns comes back as JSON.
+   * CTEs that define `intent` (and may define more), reading the new key from `claimed` (`id`,
+   * `account_id`): empty when the key already exists, so they write nothing then. What `intent` returns
+   * comes back as JSON.
    */
-  ctes: RawBuilder<unknown>;
+  ctes: Ctes<'intent', 'claimed'>;
   /** Whether the request can be recorded at once; when false, nothing at all is written. */
   when?: RawBuilder<boolean>;
 }
@@ -88,20 +90,21 @@ export async function claimKeyWithIntent(
   settings: { ttlSeconds: number; leaseSeconds: number },
   intent: Intent,
 ): Promise<ClaimedRow | undefined> {
+  const claimed = cte('claimed', [], () => sql`
+    insert into idempotency_keys
+      (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+       recovery_point, locked_at, lease_token, expires_at)
+    select ${k.id}::uuid, ${k.accountId}, ${k.key}, ${k.method}, ${k.path}, ${k.fingerprint}, ${JSON.stringify(k.body)}::jsonb,
+           'intent_recorded', now(), ${k.leaseToken}::uuid, now() + make_interval(secs => ${settings.ttlSeconds})
+    where ${intent.when ?? sql<boolean>`true`}
+    on conflict (account_id, key) do nothing
+    returning ${sql.join(KEY_COLUMNS.map((c) => sql.ref(c)))}`);
+  const w = withClause(followedBy(claimed, intent.ctes));
   const { rows } = await sql<ClaimedRow>`
-    with claimed as (
-      insert into idempotency_keys
-        (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
-         recovery_point, locked_at, lease_token, expires_at)
-      select ${k.id}::uuid, ${k.accountId}, ${k.key}, ${k.method}, ${k.path}, ${k.fingerprint}, ${JSON.stringify(k.body)}::jsonb,
-             'intent_recorded', now(), ${k.leaseToken}::uuid, now() + make_interval(secs => ${settings.ttlSeconds})
-      where ${intent.when ?? sql<boolean>`true`}
-      on conflict (account_id, key) do nothing
-      returning ${sql.join(KEY_COLUMNS.map((c) => sql.ref(c)))}
-    ), ${intent.ctes}
+    ${w.sql}
     select ${keyColumns('claimed')}, true as claimed, false as expired, true as leased,
-           (select row_to_json(intent) from intent) as intent
-    from claimed
+           (select row_to_json(intent) from ${w.ref('intent')} intent) as intent
+    from ${w.ref('claimed')} claimed
     union all
     select ${keyColumns('k')}, false, k.expires_at <= now(),
            k.locked_at is not null and k.locked_at > now() - make_interval(secs => ${settings.leaseSeconds}), null
@@ -113,9 +116,8 @@ export async function claimKeyWithIntent(
 
 /** The intent of a request whose key was claimed inside a transaction (the careful way). */
 export async function recordIntentOf(db: DbOrTrx, keyId: string, intent: Intent): Promise<void> {
-  await sql`
-    with claimed as (select id, account_id from idempotency_keys where id = ${keyId}), ${intent.ctes}
-    select count(*) from intent`.execute(db);
+  const w = withClause(followedBy(cte('claimed', [], () => sql`select id, account_id from idempotency_keys where id = ${keyId}`), intent.ctes));
+  await sql`${w.sql} select count(*) from ${w.ref('intent')}`.execute(db);
 }
 
 /** Whether the account holds this key, unexpired (its request was made already). */
@@ -152,41 +154,41 @@ export async function deleteExpiredKey(db: DbOrTrx, id: string): Promise<void> {
     .execute();
 }
 
-/** Inside finishKeyWith: true while the request still holds its key's lease (the row is locked by then). */
-export const LEASE_HELD: RawBuilder<boolean> = sql<boolean>`exists (select 1 from lease)`;
+/**
+ * What a request's outcome writes with its key's finish, in one statement: CTEs that define `change` (a
+ * data-modifying statement that returns a row when it changed something, and changes nothing unless
+ * `lease` has its row: the request still holds its key's lease, and the row is locked by then) and may
+ * define more, which write only when `change` did.
+ */
+export type Changes = Ctes<'change', 'lease'>;
 
-/** `changes` for finishKeyWith when the outcome changes nothing but the key: its `change` is the lease alone. */
-export const nothingToChange = (leaseHeld: RawBuilder<boolean>): RawBuilder<unknown> => sql`change as (select 1 where ${leaseHeld})`;
+/** The Changes of an outcome that changes nothing but the key: its `change` is the lease alone. */
+export const nothingToChange = (): Changes => cte('change', ['lease'], (ref) => sql`select 1 from ${ref('lease')}`);
 
 /**
- * The last phase in one statement: `changes` (CTEs, the first named `change`: a data-modifying statement
- * that returns a row when it changed something, guarded by LEASE_HELD; the others write only when it did)
- * and the key finished with `response`, all or nothing. The key's row is locked first, so a lease taken
- * over meanwhile is seen, not a snapshot's stale one. False when `change` changed nothing or the lease was
- * lost: the caller then records the outcome the careful way.
+ * The last phase in one statement: `changes` and the key finished with `response`, all or nothing. The
+ * key's row is locked first, so a lease taken over meanwhile is seen, not a snapshot's stale one. False
+ * when `change` changed nothing or the lease was lost: the caller then records the outcome the careful way.
  */
 export async function finishKeyWith(
   db: DbOrTrx,
   key: Pick<KeyRow, 'id' | 'lease_token'>,
-  changes: RawBuilder<unknown>,
+  changes: Changes,
   response: { status: number; body: JsonObject; headers: Record<string, string> },
 ): Promise<boolean> {
-  const { rows } = await sql<{ finished: number }>`
-    with lease as (
-      select id from idempotency_keys
-      where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
-      for no key update
-    ),
-    ${changes},
-    finished as (
-      update idempotency_keys
-      set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = ${response.status},
-          response_body = ${JSON.stringify(response.body)}, response_headers = ${JSON.stringify(response.headers)}
-      where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
-        and exists (select 1 from change)
-      returning id
-    )
-    select count(*)::int as finished from finished`.execute(db);
+  const lease = cte('lease', [], () => sql`
+    select id from idempotency_keys
+    where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
+    for no key update`);
+  const finished = cte('finished', ['change'], (ref) => sql`
+    update idempotency_keys
+    set recovery_point = 'finished', locked_at = null, lease_token = null, response_status = ${response.status},
+        response_body = ${JSON.stringify(response.body)}, response_headers = ${JSON.stringify(response.headers)}
+    where id = ${key.id} and lease_token = ${key.lease_token} and recovery_point <> 'finished'
+      and exists (select 1 from ${ref('change')})
+    returning id`);
+  const w = withClause(followedBy(followedBy(lease, changes), finished));
+  const { rows } = await sql<{ finished: number }>`${w.sql} select count(*)::int as finished from ${w.ref('finished')}`.execute(db);
   return rows[0]?.finished === 1;
 }
 

@@ -8,13 +8,13 @@
 // Generic: its user hands it an operation; it knows nothing of what the foreign call is or what the
 // answers mean.
 import { randomUUID } from 'node:crypto';
-import type { RawBuilder } from 'kysely';
 import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { CommitUnknownError, databaseTrouble, ProblemError, RequestInterruptedError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId, requestContext, withDeadline } from '../request-context.ts';
 import {
+  type Changes,
   claimKeyWithIntent,
   deleteExpiredKey,
   deleteExpiredKeys,
@@ -26,7 +26,6 @@ import {
   type Intent,
   type KeyRow,
   leaseAbandonedKey,
-  LEASE_HELD,
   lockKeyByAccountKey,
   lockKeyById,
   recordIntentOf,
@@ -64,12 +63,10 @@ export interface IdempotentOperation<Params, Outcome = unknown> {
    */
   callOut(key: KeyRow, deadline: number, intent?: unknown): Promise<Outcome>;
   /**
-   * The outcome as changes to write with the key's finish in one statement, and the answer it gives;
-   * undefined when it needs more (the careful way). `changes` is one or more CTEs, the first named `change`
-   * and guarded by `leaseHeld` (true while this run holds the key's lease: the key's row is locked for the
-   * statement, so it stays true), the others writing only when `change` did.
+   * The outcome as changes to write with the key's finish in one statement (see Changes), and the answer it
+   * gives; undefined when it needs more (the careful way).
    */
-  finishAtOnce?(outcome: Outcome, leaseHeld: RawBuilder<boolean>): { changes: RawBuilder<unknown>; response: StoredResponse } | undefined;
+  finishAtOnce?(outcome: Outcome): { changes: Changes; response: StoredResponse } | undefined;
   /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
   recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
   /**
@@ -284,7 +281,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number, intent?: unknown): Promise<StoredResponse> {
     try {
       const outcome = await op.callOut(key, deadline, intent);
-      const atOnce = op.finishAtOnce?.(outcome, LEASE_HELD);
+      const atOnce = op.finishAtOnce?.(outcome);
       if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.changes, atOnce.response)))) {
         return atOnce.response;
       }

@@ -1,7 +1,9 @@
 // Queries that charges and refunds share: their rows have the same life (pending → succeeded | failed),
 // so one set of statements serves both tables. Every time comparison uses the database clock.
-import { type RawBuilder, type Selectable, sql } from 'kysely';
+import { type Selectable, sql } from 'kysely';
+import { cte } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
+import type { Changes } from '../idempotency/idempotency.repository.ts';
 import { JOB_SCHEMA, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { ChargesTable, RefundsTable } from '../db/schema.ts';
 
@@ -89,31 +91,20 @@ export async function finishPayment<Row extends PaymentRow>(
 }
 
 /**
- * finishPayment as the `change` of a request's finish in one statement (see finishKeyWith): changes the
- * payment only while `guard` holds, and returns its id when it did; `then` writes only when it did.
+ * finishPayment as the `change` of a request's finish in one statement (see Changes): changes the payment
+ * only while the request holds its key's lease, and returns its id when it did.
  */
-export function finishPaymentChanges(
-  table: PaymentTable,
-  id: string,
-  final: Final,
-  guard: RawBuilder<boolean>,
-  then: (changed: RawBuilder<boolean>) => RawBuilder<unknown>,
-): RawBuilder<unknown> {
-  return sql`change as (${finishPaymentChange(table, id, final, guard)}), ${then(sql<boolean>`exists (select 1 from change)`)}`;
-}
-
-/** finishPayment as one statement of several: changes the payment only while `guard` holds. */
-function finishPaymentChange(table: PaymentTable, id: string, final: Final, guard: RawBuilder<boolean>): RawBuilder<unknown> {
+export function finishPaymentChange(table: PaymentTable, id: string, final: Final): Changes {
   const reference = final.processor_reference;
   const referenceFree = reference
     ? sql`and not exists (select 1 from ${sql.table(table)} other where other.processor_reference = ${reference} and other.id <> ${id})`
     : sql``;
-  return sql`
+  return cte('change', ['lease'], (ref) => sql`
     update ${sql.table(table)}
     set status = ${final.status}, processor_reference = ${reference}, failure_code = ${final.failure_code},
         failure_message = ${final.failure_message}, reconcile_since = null, updated_at = now()
-    where id = ${id} and status = 'pending' and ${guard} ${referenceFree}
-    returning id`;
+    where id = ${id} and status = 'pending' and exists (select 1 from ${ref('lease')}) ${referenceFree}
+    returning id`);
 }
 
 const TIMESTAMPS = ['created_at', 'updated_at', 'reconcile_since'] as const;

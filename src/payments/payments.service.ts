@@ -12,12 +12,13 @@
 //        │ never seen                     │ processor unreachable
 //        ▼                                ▼
 //   void the key ──▶ failed         pending, flagged, reconcile job asks slowly until it can
-import type { RawBuilder } from 'kysely';
+import { followedBy } from '../db/ctes.ts';
 import { type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
 import type { Events } from '../events/events.service.ts';
+import type { Changes } from '../idempotency/idempotency.repository.ts';
 import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import type {
@@ -34,7 +35,7 @@ import {
   findDriverlessPayments,
   finishPayment,
   findPaymentState,
-  finishPaymentChanges,
+  finishPaymentChange,
   flagForReconciliation,
   lockPayment,
   type PaymentAges,
@@ -236,7 +237,7 @@ export function createPayments(deps: {
         ...spec,
         callOut: (key, deadline, intent) =>
           payments.attempt(type, key.id, deadline, intent == null ? undefined : paymentFromJson<Row>(intent)),
-        finishAtOnce: (attempt, leaseHeld) => payments.finishAtOnce(type, attempt, leaseHeld),
+        finishAtOnce: (attempt) => payments.finishAtOnce(type, attempt),
         recordOutcome: (trx, key, attempt) => payments.record(trx, type, key.id, attempt.answer),
       };
     },
@@ -261,15 +262,15 @@ export function createPayments(deps: {
     finishAtOnce<Row extends PaymentRow>(
       type: PaymentType<Row>,
       { answer, payment }: Attempt<Row>,
-      leaseHeld: RawBuilder<boolean>,
-    ): { changes: RawBuilder<unknown>; response: StoredResponse } | undefined {
+    ): { changes: Changes; response: StoredResponse } | undefined {
       if (!answer || answer.kind === 'unavailable' || payment.status !== 'pending') return undefined;
       const final = finalOf(type.kind, answer);
       if (final.status === 'failed' && type.afterFailed) return undefined;
       const row = { ...payment, ...final, reconcile_since: null };
       return {
-        changes: finishPaymentChanges(type.table, payment.id, final, leaseHeld, (changed) =>
-          events.ctes(row.account_id, `${type.kind}.${final.status}`, type.present(row), changed),
+        changes: followedBy(
+          finishPaymentChange(type.table, payment.id, final),
+          events.ctes(row.account_id, `${type.kind}.${final.status}`, type.present(row), 'change'),
         ),
         response: paymentResponse(type, row),
       };

@@ -1,4 +1,5 @@
 import { type Selectable, sql } from 'kysely';
+import { cte, followedBy } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { RefundsTable } from '../db/schema.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
@@ -75,15 +76,17 @@ export function refundIntent(id: string, key: { id: string; accountId: string },
     when: sql<boolean>`exists (select 1 from charges c
       where c.id = ${params.charge} and c.account_id = ${key.accountId} and c.status = 'succeeded'
         and c.amount_refunded < c.amount and c.amount_refunded + ${amount} <= c.amount)`,
-    ctes: sql`intent as (
-      insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
-                           processor_idempotency_key)
-      select ${id}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
-             'pending', ${`refund_${key.id}`}
-      from claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
-      returning *
-    ), held as (
-      update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
-      from intent where c.id = intent.charge_id)`,
+    ctes: followedBy(
+      cte('intent', ['claimed'], (ref) => sql`
+        insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
+                             processor_idempotency_key)
+        select ${id}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
+               'pending', ${`refund_${key.id}`}
+        from ${ref('claimed')} claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
+        returning *`),
+      cte('held', ['intent'], (ref) => sql`
+        update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
+        from ${ref('intent')} intent where c.id = intent.charge_id`),
+    ),
   };
 }

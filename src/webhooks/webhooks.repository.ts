@@ -1,9 +1,11 @@
 // Queries on webhook endpoints and deliveries. A delivery's job is a row of pg-boss's `webhook` queue made
 // by our own INSERT, so it can be written in the same statement as the event (see deliveriesOf).
 import { type RawBuilder, type Selectable, sql } from 'kysely';
+import { cte, followedBy } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import { JOB_SCHEMA, WEBHOOK_QUEUE } from '../db/job-queue.ts';
 import type { WebhookDeliveriesTable, WebhookDeliveryAttemptsTable, WebhookEndpointsTable } from '../db/schema.ts';
+import type { EventFanOut } from '../events/events.repository.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
 import type { CreateWebhookEndpointParams } from './webhooks.schemas.ts';
 
@@ -32,19 +34,20 @@ export function deliveryJobsFor(source: RawBuilder<unknown>): RawBuilder<unknown
  * An event's fan-out to webhooks (see EventFanOut): for each enabled endpoint of its account that wants its
  * type, a delivery (`deliveries`) retried for `windowSeconds`, and its job (`delivery_jobs`).
  */
-export function deliveriesOf(windowSeconds: number): RawBuilder<unknown> {
-  return sql`
-    deliveries as (
+export function deliveriesOf(windowSeconds: number): EventFanOut {
+  return followedBy(
+    cte('deliveries', ['event'], (ref) => sql`
       insert into webhook_deliveries (event_id, endpoint_id, account_id, window_ends_at)
       select event.id, w.id, event.account_id, now() + make_interval(secs => ${windowSeconds})
-      from event
+      from ${ref('event')} event
       join webhook_endpoints w on w.account_id = event.account_id and w.status = 'enabled'
         and w.enabled_events && array[event.type, '*']
       -- An endpoint being deleted right now is waited for and then skipped, never a foreign key error
       -- that would undo the change this event records.
       for key share of w
-      returning id, next_attempt_at, attempts
-    ), delivery_jobs as (${deliveryJobsFor(sql`deliveries`)})`;
+      returning id, next_attempt_at, attempts`),
+    cte('delivery_jobs', ['deliveries'], (ref) => deliveryJobsFor(ref('deliveries'))),
+  );
 }
 
 /**
@@ -54,11 +57,11 @@ export function deliveriesOf(windowSeconds: number): RawBuilder<unknown> {
 export function endpointIntent(id: string, params: CreateWebhookEndpointParams, sealedSecret: string): Intent {
   return {
     when: sql<boolean>`false`,
-    ctes: sql`intent as (
+    ctes: cte('intent', ['claimed'], (ref) => sql`
       insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
       select ${id}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[], ${sealedSecret}
-      from claimed
-      returning *)`,
+      from ${ref('claimed')} claimed
+      returning *`),
   };
 }
 

@@ -108,7 +108,7 @@ export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox })
     },
     // A resumed request reads its endpoint back; the client may have deleted it meanwhile (it was listed).
     callOut: async (key, _deadline, intent) => (intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow)),
-    finishAtOnce: (row, leaseHeld) => ({ changes: nothingToChange(leaseHeld), response: answer(row) }),
+    finishAtOnce: (row) => ({ changes: nothingToChange(), response: answer(row) }),
     recordOutcome: async (_trx, _key, row) => answer(row),
     reveal(stored) {
       const { secret_sealed: sealed, ...endpoint } = stored.body;

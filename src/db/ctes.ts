@@ -1,0 +1,41 @@
+// One statement built from pieces of its WITH clause that read each other by name (a request's phases are
+// one statement each, and their parts come from different modules). Each piece says which names it
+// defines and which names of earlier pieces it reads, and the type checker holds every statement that
+// joins pieces to that: a renamed CTE is a compile error, not a statement that fails at run time. (No
+// export here is named `then`: a module namespace with one is a thenable, and importing it never ends.)
+import { type RawBuilder, sql } from 'kysely';
+
+/** CTEs that define the names `Defines` and read the names `Reads`, which pieces before them define. */
+export interface Ctes<Defines extends string, Reads extends string = never> {
+  /** As keys, so a piece that defines more than a statement needs still fits it. */
+  readonly defines: { readonly [Name in Defines]: true };
+  readonly reads: readonly Reads[];
+  readonly sql: RawBuilder<unknown>;
+}
+
+/** A reference, inside a CTE's body, to a name that CTE declared it reads. */
+export type Ref<Reads extends string> = (name: Reads) => RawBuilder<unknown>;
+
+const ref = (name: string): RawBuilder<unknown> => sql.table(name);
+
+/** One CTE, `name as (body)`, whose body reads only the names in `reads`, each through `ref`. */
+export function cte<const Name extends string, const Reads extends string = never>(
+  name: Name,
+  reads: readonly Reads[],
+  body: (ref: Ref<Reads>) => RawBuilder<unknown>,
+): Ctes<Name, Reads> {
+  return { defines: { [name]: true } as { readonly [N in Name]: true }, reads, sql: sql`${sql.id(name)} as (${body(ref)})` };
+}
+
+/** `first`, then `next`, which may read what `first` defines and what `first` reads. */
+export function followedBy<A extends string, RA extends string, B extends string, RB extends A | RA>(
+  first: Ctes<A, RA>,
+  next: Ctes<B, RB>,
+): Ctes<A | B, RA> {
+  return { defines: { ...first.defines, ...next.defines }, reads: first.reads, sql: sql`${first.sql}, ${next.sql}` };
+}
+
+/** A complete WITH clause (it reads nothing from outside), and a reference to any name it defines. */
+export function withClause<Defines extends string>(pieces: Ctes<Defines>): { sql: RawBuilder<unknown>; ref: Ref<Defines> } {
+  return { sql: sql`with ${pieces.sql}`, ref };
+}

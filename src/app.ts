@@ -64,8 +64,8 @@ export function createApp(deps: AppDeps): Express {
   v1.use(requireJsonBody());
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
   v1.use(accountRoutes());
-  v1.use(chargeRoutes({ db, idempotency: services.idempotency, createCharge: services.createCharge }));
-  v1.use(refundRoutes({ db, idempotency: services.idempotency, createRefund: services.createRefund }));
+  v1.use(chargeRoutes({ db, createCharge: services.createCharge }));
+  v1.use(refundRoutes({ db, createRefund: services.createRefund }));
   v1.use(eventRoutes({ events: services.events }));
   v1.use(
     webhookRoutes({

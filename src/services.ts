@@ -1,5 +1,5 @@
 // The domain services, built once from their dependencies; the api and the worker both use these.
-import { chargePayments, createChargeOperation } from './charges/charges.service.ts';
+import { chargePayments, createChargeStory } from './charges/charges.service.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
 import type { JobQueue } from './db/job-queue.ts';
@@ -8,10 +8,10 @@ import { createIdempotency } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import { createPayments, type PaymentJobs, type PaymentKind } from './payments/payments.service.ts';
 import type { ProcessorClient } from './processor/processor.client.ts';
-import { createRefundOperation, refundPayments } from './refunds/refunds.service.ts';
+import { createRefundStory, refundPayments } from './refunds/refunds.service.ts';
 import { createSecretBox } from './webhooks/secrets.ts';
 import { deliveriesOf } from './webhooks/webhooks.repository.ts';
-import { createWebhookEndpointOperation, createWebhooks, type DeliveryObserver, deliverySettings } from './webhooks/webhooks.service.ts';
+import { createWebhookEndpointStory, createWebhooks, type DeliveryObserver, deliverySettings } from './webhooks/webhooks.service.ts';
 
 export function createServices(deps: {
   config: Config;
@@ -50,9 +50,10 @@ export function createServices(deps: {
     observe: deps.observeDeliveries,
     settings: deliverySettings(config),
   });
-  const createWebhookEndpoint = createWebhookEndpointOperation({ db, box });
-  const createCharge = createChargeOperation({ payments });
-  const createRefund = createRefundOperation({ payments });
+  // The stories of the three POSTs, each told in order in its own file.
+  const charges = createChargeStory({ idempotency, payments });
+  const refunds = createRefundStory({ idempotency, payments });
+  const endpoints = createWebhookEndpointStory({ db, box, idempotency });
   return {
     processor,
     queue,
@@ -60,11 +61,11 @@ export function createServices(deps: {
     events,
     payments,
     webhooks,
-    createCharge,
-    createRefund,
-    createWebhookEndpoint,
-    /** Every idempotent operation, for the completer. */
-    operations: [idempotency.resumable(createCharge), idempotency.resumable(createRefund), idempotency.resumable(createWebhookEndpoint)],
+    createCharge: charges.createCharge,
+    createRefund: refunds.createRefund,
+    createWebhookEndpoint: endpoints.createEndpoint,
+    /** Every kind of idempotent request, as the completer resumes it. */
+    resumables: [charges.resumable, refunds.resumable, endpoints.resumable],
     /** The settle and reconcile jobs of every kind of payment, by the kind jobs carry. */
     paymentJobs: { charge: payments.jobsFor(chargePayments), refund: payments.jobsFor(refundPayments) } satisfies Record<PaymentKind, PaymentJobs>,
   };

@@ -186,7 +186,7 @@ export function createWorker(deps: WorkerDeps) {
         }
       });
       every(config.COMPLETER_INTERVAL_SECONDS, 'completer', () =>
-        services.idempotency.completeAbandoned(services.operations, {
+        services.idempotency.completeAbandoned(services.resumables, {
           limit: COMPLETER_BATCH,
           timeoutMs: config.REQUEST_TIMEOUT_MS,
         }),

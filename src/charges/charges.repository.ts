@@ -40,14 +40,14 @@ export async function listCharges(db: DbOrTrx, accountId: string, limit: number,
  * A new charge, pending, as the intent of the statement that claims its key (`claimed`). Its processor key
  * is derived from our key row, so every retry, resume and later settle reuses it.
  */
-export function chargeIntent(id: string, key: { id: string }, params: CreateChargeParams): Intent {
+export function chargeIntent(id: string, params: CreateChargeParams): Intent {
   return {
     ctes: cte('intent', ['claimed'], (ref) => sql`
       insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
                            status, processor_idempotency_key)
       select ${id}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
              ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
-             'pending', ${`charge_${key.id}`}
+             'pending', 'charge_' || claimed.id
       from ${ref('claimed')} claimed
       returning *`),
   };

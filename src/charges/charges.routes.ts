@@ -1,20 +1,17 @@
 import { Router } from 'express';
 import type { Db } from '../db/database.ts';
 import { parseWith } from '../validation.ts';
-import { respondIdempotently } from '../idempotency/idempotency.http.ts';
-import type { Idempotency, IdempotentOperation } from '../idempotency/idempotency.service.ts';
-import type { CreateChargeParams } from './charges.schemas.ts';
+import { type IdempotentHandler, respondIdempotently } from '../idempotency/idempotency.http.ts';
 import { listChargesQuerySchema } from './charges.schemas.ts';
 import { getCharge, listChargesPage } from './charges.service.ts';
 
 export function chargeRoutes(deps: {
   db: Db;
-  idempotency: Idempotency;
-  createCharge: IdempotentOperation<CreateChargeParams>;
+  createCharge: IdempotentHandler;
 }): Router {
   const router = Router();
 
-  router.post('/charges', (req, res) => respondIdempotently(req, res, deps.idempotency, deps.createCharge));
+  router.post('/charges', (req, res) => respondIdempotently(req, res, deps.createCharge));
 
   router.get('/charges/:id', async (req, res) => {
     res.json(await getCharge(deps.db, res.locals.account!.id, req.params.id));

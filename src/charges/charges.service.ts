@@ -1,7 +1,17 @@
-// Charges: what a charge is to the payments module, its create flow as an idempotent operation, the reads.
+// Charges: what a charge is to the payments module, the story of its creation in order, the reads.
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
+import type { KeyRow } from '../idempotency/idempotency.repository.ts';
+import type {
+  ClaimSpec,
+  Idempotency,
+  IdempotentRequest,
+  IdempotentResult,
+  Resumable,
+  StoredResponse,
+} from '../idempotency/idempotency.service.ts';
+import { paymentFromJson } from '../payments/payments.repository.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
 import { type ChargeRow, chargeIntent, findCharge, listCharges } from './charges.repository.ts';
@@ -38,12 +48,48 @@ export const chargePayments: PaymentType<ChargeRow> = {
   failedTitle: 'Card declined',
 };
 
-export function createChargeOperation(deps: { payments: Payments }) {
-  return deps.payments.operation<CreateChargeParams, ChargeRow>(chargePayments, {
+/**
+ * POST /v1/charges, in order: parse, claim the key with the charge's intent, ask the processor, record its
+ * answer with its event, answer. Each phase is one statement on the way everything goes as expected, and
+ * moves the key's recovery point forward, so a request that dies anywhere is resumed from there, by a
+ * retry with the same key or by the completer (`resume`).
+ */
+export function createChargeStory(deps: { idempotency: Idempotency; payments: Payments }) {
+  const { idempotency, payments } = deps;
+  const claimWith: ClaimSpec<CreateChargeParams> = {
+    method: 'POST',
     path: '/v1/charges',
-    parse: (body) => parseWith(createChargeSchema, body),
-    intent: (key, params) => chargeIntent(newId('ch'), key, params),
-  });
+  };
+
+  /** Phases 2 and 3, from the recovery point `intent_recorded`; `created`: the charge phase 1 just wrote. */
+  async function askAndRecord(key: KeyRow, deadline: number, created?: ChargeRow): Promise<StoredResponse> {
+    // Phase 2, no transaction: ask the processor (nothing to ask when the charge is final already).
+    const attempt = await payments.attempt(chargePayments, key.id, deadline, created);
+    // Phase 3: the answer with its event, the key finished with the response: one statement, or the
+    // careful way in a transaction (no answer: pending, with a settle job; a lost lease; an anomaly).
+    return idempotency.finish(key, payments.finishAtOnce(chargePayments, attempt), (trx, current) =>
+      payments.record(trx, chargePayments, current.id, attempt.answer),
+    );
+  }
+
+  return {
+    async createCharge(request: IdempotentRequest, deadline: number): Promise<IdempotentResult> {
+      const params = parseWith(createChargeSchema, request.body);
+      // Phase 1, one statement: the key with its lease, and the charge, pending, with a processor key
+      // derived from the key's. A replay, a key in use or reused ends here.
+      const begun = await idempotency.begin(claimWith, request, params, chargeIntent(newId('ch'), params));
+      if (begun.kind === 'done') return begun.result;
+      return idempotency.run(begun, () =>
+        askAndRecord(begun.key, deadline, begun.intent == null ? undefined : paymentFromJson<ChargeRow>(begun.intent)),
+      );
+    },
+    /** For the completer: a request abandoned after phase 1, driven to its end as a retry would. */
+    resumable: {
+      method: claimWith.method,
+      path: claimWith.path,
+      resume: (key, deadline) => idempotency.drive(key, () => askAndRecord(key, deadline)),
+    } satisfies Resumable,
+  };
 }
 
 export async function getCharge(db: Db, accountId: string, id: string) {

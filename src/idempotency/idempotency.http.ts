@@ -1,20 +1,17 @@
-// The HTTP side of an idempotent POST: read the key, validate, execute once, answer what was stored.
+// The HTTP side of an idempotent POST: read the key, run the request's story once, answer what was stored.
 import type { Request, Response } from 'express';
 import type { JsonObject } from '../db/schema.ts';
 import { requestContext } from '../request-context.ts';
-import { type Idempotency, type IdempotentOperation, OUTCOME_RESERVE_MS } from './idempotency.service.ts';
+import { type IdempotentRequest, type IdempotentResult, OUTCOME_RESERVE_MS } from './idempotency.service.ts';
 import { parseIdempotencyKey } from './idempotency.schemas.ts';
 
-export async function respondIdempotently<P, O>(
-  req: Request,
-  res: Response,
-  idempotency: Idempotency,
-  op: IdempotentOperation<P, O>,
-): Promise<void> {
+/** A kind of request's own story, from its body to its result (charges.service.ts `createCharge`, say). */
+export type IdempotentHandler = (request: IdempotentRequest, deadline: number) => Promise<IdempotentResult>;
+
+export async function respondIdempotently(req: Request, res: Response, handle: IdempotentHandler): Promise<void> {
   const key = parseIdempotencyKey(req.get('idempotency-key'));
-  const params = op.parse(req.body);
   const deadline = (requestContext.getStore()?.deadline ?? Date.now()) - OUTCOME_RESERVE_MS;
-  const work = idempotency.execute(op, { accountId: res.locals.account!.id, key, body: req.body as JsonObject }, params, deadline);
+  const work = handle({ accountId: res.locals.account!.id, key, body: req.body as JsonObject }, deadline);
   // The request's slot stays taken until its work ends, even when the deadline answered first.
   res.locals.holdSlotUntil?.(work);
   const result = await work;

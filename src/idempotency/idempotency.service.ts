@@ -1,12 +1,14 @@
 // Exactly-once execution of a mutating request, as atomic phases around one foreign call:
-//   claim the key + record the intent (one statement) → callOut (no transaction) → record the outcome
-//   and finish the key (one statement).
+//   begin: claim the key + record the intent (one statement) → the foreign call (no transaction) →
+//   finish: record the outcome and finish the key (one statement).
 // Each phase moves the key's recovery point forward, so a request that dies anywhere can be resumed
 // from where it stopped by a retry with the same key or by the completer. A phase is one statement on the
 // way everything goes as expected; whatever is unusual (a refusal, a race, a lost lease, an answer that
 // needs more than one change) takes the careful way: the same phase as a transaction under row locks.
-// Generic: its user hands it an operation; it knows nothing of what the foreign call is or what the
-// answers mean.
+// Generic: each kind of request tells its own story with these steps (begin; then, inside run, its
+// foreign call and finish; the completer's resume drives the same from the recovery point); this module
+// knows nothing of what the call is or what the answers mean. Everything after begin goes inside run or
+// drive, which give the lease back on any error.
 import { randomUUID } from 'node:crypto';
 import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
@@ -43,47 +45,42 @@ export interface StoredResponse {
   headers: Record<string, string>;
 }
 
-/** One kind of mutating request run by the idempotency machinery; `Outcome` is what its foreign call learns. */
-export interface IdempotentOperation<Params, Outcome = unknown> {
+/** Which endpoint a kind of mutating request claims its keys for, and the rule it checks under locks. */
+export interface ClaimSpec<Params> {
   /** The endpoint, as stored with the key and fingerprinted; never the raw URL a client typed. */
   method: 'POST';
   path: string;
-  /** Validates a body: the request's before anything is stored, and a stored one when resuming. */
-  parse(body: unknown): Params;
-  /** The local rows of a new request (see Intent), written with its key in one statement. */
-  intent(key: { id: string; accountId: string }, params: Params): Intent;
   /**
    * The careful way only, inside the claiming transaction: the business rules, checked under the row
    * locks they need. A ProblemError returned is the request's stored answer, and its intent is not written.
    */
   refusal?(trx: DbOrTrx, key: KeyRow, params: Params): Promise<ProblemError | undefined>;
-  /**
-   * Outside any transaction: the one foreign call, with an idempotency key derived from ours. `intent` is
-   * what the claiming statement's `intent` returned, as JSON, when this run claimed the key itself.
-   */
-  callOut(key: KeyRow, deadline: number, intent?: unknown): Promise<Outcome>;
-  /**
-   * The outcome as changes to write with the key's finish in one statement (see Changes), and the answer it
-   * gives; undefined when it needs more (the careful way).
-   */
-  finishAtOnce?(outcome: Outcome): { changes: Changes; response: StoredResponse } | undefined;
-  /** The careful way, inside the finishing transaction: record the outcome and say what to answer. */
-  recordOutcome(trx: DbOrTrx, key: KeyRow, outcome: Outcome): Promise<StoredResponse>;
-  /**
-   * The answer sent for a stored one, the first time and on every replay, when they differ: what must not
-   * be stored in the clear (a webhook endpoint's secret) is stored sealed and opened here.
-   */
-  reveal?(stored: StoredResponse): StoredResponse;
 }
 
-/** An operation as the completer needs it: which requests are its, and how to drive one to its end. */
+/** What a request ends with: how it used its key, and the answer (stored) or the error it gets. */
+export interface IdempotentResult {
+  use: KeyUse;
+  response?: StoredResponse;
+  error?: ProblemError;
+}
+
+/**
+ * What `begin` leaves: a key this run holds (new, or resumed from its recovery point) with the intent's
+ * rows as the claiming statement returned them when it wrote them, or the request's result already.
+ */
+export type Begun = { kind: 'new' | 'resumed'; key: KeyRow; intent?: unknown } | { kind: 'done'; result: IdempotentResult };
+
+/** The careful way of a finish, inside its transaction: record the outcome and say what to answer. */
+export type RecordCarefully = (trx: DbOrTrx, key: KeyRow) => Promise<StoredResponse>;
+
+/** A kind of request as the completer needs it: which keys are its, and how to drive one to its end. */
 export interface Resumable {
   method: string;
   path: string;
-  drive(key: KeyRow, deadline: number): Promise<StoredResponse>;
+  resume(key: KeyRow, deadline: number): Promise<StoredResponse>;
 }
 
-/** How a request used its key: the idempotency machinery's own result, apart from the operation's outcome. */
+/** How a request used its key: the idempotency machinery's own result, apart from the request's outcome. */
 export type KeyUse = 'new' | 'replayed' | 'in_use' | 'reused' | 'resumed';
 
 export interface IdempotentRequest {
@@ -172,11 +169,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   };
 
   /** Phase 1 in one statement, without row locks: new, a replay, in use, reused, or resumable. */
-  async function claim<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P): Promise<Claim> {
+  async function claim<P>(op: ClaimSpec<P>, req: IdempotentRequest, params: P, intent: Intent): Promise<Claim> {
     const fingerprint = requestFingerprint(op.method, op.path, req.body);
     for (let attempt = 0; attempt < CLAIM_TRIES; attempt += 1) {
       const id = randomUUID();
-      const intent = op.intent({ id, accountId: req.accountId }, params);
       const newKey = { ...req, id, leaseToken: randomUUID(), method: op.method, path: op.path, fingerprint };
       let row;
       try {
@@ -186,11 +182,11 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         }));
       } catch (err) {
         // A constraint a concurrent request got to first (a refund past what is left, say): decide under locks.
-        if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, fingerprint);
+        if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, intent, fingerprint);
         throw err;
       }
       // The intent cannot be written at once, or the key was inserted by another request just now.
-      if (!row) return claimCarefully(op, req, params, fingerprint);
+      if (!row) return claimCarefully(op, req, params, intent, fingerprint);
       if (row.claimed) return { kind: 'new', key: row, intent: row.intent };
       if (row.expired && row.recovery_point === 'finished') {
         // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
@@ -208,11 +204,11 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       );
       if (leased) return { kind: 'resumed', key: leased };
     }
-    return claimCarefully(op, req, params, fingerprint);
+    return claimCarefully(op, req, params, intent, fingerprint);
   }
 
   /** What an existing key says about a request with it, unless it is free to resume. */
-  function decide<P, O>(op: IdempotentOperation<P, O>, existing: KeyRow & { leased: boolean }, fingerprint: string): Claim | undefined {
+  function decide(op: { method: string; path: string }, existing: KeyRow & { leased: boolean }, fingerprint: string): Claim | undefined {
     const sameRequest =
       existing.request_fingerprint === fingerprint &&
       existing.request_method === op.method &&
@@ -225,8 +221,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     return undefined;
   }
 
-  /** Phase 1 the careful way: one transaction, the key's row locked, the operation's rules checked under locks. */
-  async function claimCarefully<P, O>(op: IdempotentOperation<P, O>, req: IdempotentRequest, params: P, fingerprint: string): Promise<Claim> {
+  /** Phase 1 the careful way: one transaction, the key's row locked, the request's rules checked under locks. */
+  async function claimCarefully<P>(op: ClaimSpec<P>, req: IdempotentRequest, params: P, intent: Intent, fingerprint: string): Promise<Claim> {
     // The lease this transaction may have taken when its COMMIT goes unanswered.
     let taken: Pick<KeyRow, 'id' | 'lease_token'> | undefined;
     const leaseToken = randomUUID();
@@ -241,7 +237,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         );
         if (inserted) {
           taken = inserted;
-          return recordIntent(trx, op, inserted, params);
+          return recordIntent(trx, op, inserted, params, intent);
         }
 
         const existing = await lockKeyByAccountKey(trx, req.accountId, req.key, settings.leaseSeconds);
@@ -260,10 +256,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     return givingBackIfUnanswered(claimed, () => taken);
   }
 
-  async function recordIntent<P, O>(trx: DbOrTrx, op: IdempotentOperation<P, O>, key: KeyRow, params: P): Promise<Claim> {
+  async function recordIntent<P>(trx: DbOrTrx, op: ClaimSpec<P>, key: KeyRow, params: P, intent: Intent): Promise<Claim> {
     const refused = await op.refusal?.(trx, key, params);
     if (!refused) {
-      await recordIntentOf(trx, key.id, op.intent({ id: key.id, accountId: key.account_id }, params));
+      await recordIntentOf(trx, key.id, intent);
       return { kind: 'new', key };
     }
     if (refused.status >= 500) throw refused;
@@ -277,63 +273,71 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     return { kind: 'finished', outcome: 'new', response };
   }
 
-  /** From `intent_recorded` to `finished`: the foreign call, then its outcome, in one statement when it can be. */
-  async function drive<P, O>(op: IdempotentOperation<P, O>, key: KeyRow, deadline: number, intent?: unknown): Promise<StoredResponse> {
+  /**
+   * Claims the request's key with its intent, the request's own rows (one statement; the careful way under
+   * row locks when it must):
+   * a key this run now holds, or the request's result already (a replay, in use, reused, refused). An
+   * error comes out as a RequestInterruptedError that says whether anything may have been written.
+   */
+  async function begin<P>(spec: ClaimSpec<P>, req: IdempotentRequest, params: P, intent: Intent): Promise<Begun> {
+    let claimed: Claim;
     try {
-      const outcome = await op.callOut(key, deadline, intent);
-      const atOnce = op.finishAtOnce?.(outcome);
-      if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.changes, atOnce.response)))) {
-        return atOnce.response;
-      }
-      return await inTransaction(db, async (trx) => {
-        const current = await lockKeyById(trx, key.id);
-        if (!current) throw new Error(`idempotency key ${key.id} vanished while in flight`);
-        // Someone who resumed after our lease ran out finished first: theirs is the answer.
-        if (current.recovery_point === 'finished') return storedResponse(current);
-        const response = await op.recordOutcome(trx, current, outcome);
-        await finishKey(trx, key.id, response);
-        return response;
-      });
+      claimed = await claim(spec, req, params, intent);
     } catch (err) {
-      // Let a retry resume at once instead of waiting out the lease.
+      throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
+    }
+    switch (claimed.kind) {
+      case 'finished':
+        return { kind: 'done', result: { use: claimed.outcome, response: claimed.response } };
+      case 'in_use':
+        return { kind: 'done', result: { use: 'in_use', error: inUseError() } };
+      case 'reused':
+        return { kind: 'done', result: { use: 'reused', error: reusedError(claimed.first) } };
+      case 'new':
+      case 'resumed':
+        return claimed;
+    }
+  }
+
+  /**
+   * From `intent_recorded` to `finished` for a key this run holds: `work` (the foreign call, then
+   * `finish`). Any error gives the lease back, so a retry resumes at once instead of waiting it out.
+   */
+  async function drive(key: KeyRow, work: () => Promise<StoredResponse>): Promise<StoredResponse> {
+    try {
+      return await work();
+    } catch (err) {
       await giveBack(key);
       throw err;
     }
   }
 
-  /**
-   * Runs a request exactly once per (account, key): new, resumed, or replayed from what was stored. An
-   * error on the way comes out as a RequestInterruptedError that says whether anything may have been
-   * written: nothing before the key was claimed, unknown from its commit on.
-   */
-  async function execute<P, O>(
-    op: IdempotentOperation<P, O>,
-    req: IdempotentRequest,
-    params: P,
-    deadline: number,
-  ): Promise<{ use: KeyUse; response?: StoredResponse; error?: ProblemError }> {
-    let claimed: Claim;
+  /** drive() for a request: its result, or a RequestInterruptedError (anything may have been written). */
+  async function run(begun: Extract<Begun, { key: KeyRow }>, work: () => Promise<StoredResponse>): Promise<IdempotentResult> {
     try {
-      claimed = await claim(op, req, params);
+      return { use: begun.kind, response: await drive(begun.key, work) };
     } catch (err) {
-      throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
+      throw new RequestInterruptedError(err, 'unknown');
     }
-    const reveal = (response: StoredResponse) => (op.reveal ? op.reveal(response) : response);
-    switch (claimed.kind) {
-      case 'finished':
-        return { use: claimed.outcome, response: reveal(claimed.response) };
-      case 'in_use':
-        return { use: 'in_use', error: inUseError() };
-      case 'reused':
-        return { use: 'reused', error: reusedError(claimed.first) };
-      case 'new':
-      case 'resumed':
-        try {
-          return { use: claimed.kind, response: reveal(await drive(op, claimed.key, deadline, claimed.intent)) };
-        } catch (err) {
-          throw new RequestInterruptedError(err, 'unknown');
-        }
+  }
+
+  /**
+   * Records the outcome and finishes the key: in one statement when `atOnce` can say it all, else the
+   * careful way, in a transaction under the key's row lock. Answers what the request answers.
+   */
+  async function finish(key: KeyRow, atOnce: { changes: Changes; response: StoredResponse } | undefined, carefully: RecordCarefully): Promise<StoredResponse> {
+    if (atOnce && (await autocommit(db, (conn) => finishKeyWith(conn, key, atOnce.changes, atOnce.response)))) {
+      return atOnce.response;
     }
+    return inTransaction(db, async (trx) => {
+      const current = await lockKeyById(trx, key.id);
+      if (!current) throw new Error(`idempotency key ${key.id} vanished while in flight`);
+      // Someone who resumed after our lease ran out finished first: theirs is the answer.
+      if (current.recovery_point === 'finished') return storedResponse(current);
+      const response = await carefully(trx, current);
+      await finishKey(trx, key.id, response);
+      return response;
+    });
   }
 
   /**
@@ -341,7 +345,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
    * recovery point, exactly as a client's retry with the same key would. Returns how many it finished.
    */
   async function completeAbandoned(
-    operations: Resumable[],
+    resumables: Resumable[],
     options: { limit: number; timeoutMs: number },
   ): Promise<number> {
     let finished = 0;
@@ -349,14 +353,14 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
     for (let n = 0; n < options.limit; n += 1) {
       const key = await leaseAbandonedKey(db, settings.leaseSeconds);
       if (!key) break;
-      const op = operations.find((o) => o.method === key.request_method && o.path === key.request_path);
+      const op = resumables.find((o) => o.method === key.request_method && o.path === key.request_path);
       if (!op) {
-        logger.error({ key_id: key.id, path: key.request_path }, 'completer: no operation for abandoned request');
+        logger.error({ key_id: key.id, path: key.request_path }, 'completer: no story for abandoned request');
         continue;
       }
       try {
         const response = await withDeadline(`complete_${key.id}`, options.timeoutMs, () =>
-          op.drive(key, Date.now() + options.timeoutMs - OUTCOME_RESERVE_MS),
+          op.resume(key, Date.now() + options.timeoutMs - OUTCOME_RESERVE_MS),
         );
         finished += 1;
         logger.info(
@@ -390,14 +394,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
   /** Whether a request with this key was made already: its repeat gets the stored answer, checks or not. */
   const isRepeat = (accountId: string, key: string) => autocommit(db, (conn) => keyExists(conn, accountId, key));
 
-  /** `op` as the completer drives it, whatever its parameters and outcome. */
-  const resumable = <P, O>(op: IdempotentOperation<P, O>): Resumable => ({
-    method: op.method,
-    path: op.path,
-    drive: (key, deadline) => drive(op, key, deadline),
-  });
-
-  return { execute, drive, completeAbandoned, reapExpired, isRepeat, resumable };
+  return { begin, drive, run, finish, completeAbandoned, reapExpired, isRepeat };
 }
 
 export type Idempotency = ReturnType<typeof createIdempotency>;

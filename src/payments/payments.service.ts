@@ -19,7 +19,7 @@ import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
 import type { Events } from '../events/events.service.ts';
 import type { Changes } from '../idempotency/idempotency.repository.ts';
-import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
+import type { StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import type {
   ChargeRequest,
@@ -39,7 +39,6 @@ import {
   flagForReconciliation,
   lockPayment,
   type PaymentAges,
-  paymentFromJson,
   type PaymentRow,
   type PaymentState,
   type PaymentTable,
@@ -224,24 +223,6 @@ export function createPayments(deps: {
   }
 
   const payments = {
-    /**
-     * A request that creates a payment, as an idempotent operation: phase 1 (the row and its rules) is the
-     * caller's; phases 2 and 3, asking the processor and recording its answer, are this module's.
-     */
-    operation<Params, Row extends PaymentRow>(
-      type: PaymentType<Row>,
-      spec: Pick<IdempotentOperation<Params, Attempt<Row>>, 'path' | 'parse' | 'intent' | 'refusal'>,
-    ): IdempotentOperation<Params, Attempt<Row>> {
-      return {
-        method: 'POST',
-        ...spec,
-        callOut: (key, deadline, intent) =>
-          payments.attempt(type, key.id, deadline, intent == null ? undefined : paymentFromJson<Row>(intent)),
-        finishAtOnce: (attempt) => payments.finishAtOnce(type, attempt),
-        recordOutcome: (trx, key, attempt) => payments.record(trx, type, key.id, attempt.answer),
-      };
-    },
-
     /**
      * Phase 2 of a request (or of the completer finishing one): asks the processor to make the payment
      * created in phase 1, the row phase 1 wrote when this run wrote it, else read again. No answer when

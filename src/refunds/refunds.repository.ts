@@ -70,18 +70,18 @@ export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<
  * the careful way). Two refunds racing for the last of a charge cannot both hold it: the charge's CHECK
  * constraint fails the later statement, which then goes the careful way too.
  */
-export function refundIntent(id: string, key: { id: string; accountId: string }, params: CreateRefundParams): Intent {
+export function refundIntent(id: string, accountId: string, params: CreateRefundParams): Intent {
   const amount = sql`coalesce(${params.amount ?? null}::bigint, c.amount - c.amount_refunded)`;
   return {
     when: sql<boolean>`exists (select 1 from charges c
-      where c.id = ${params.charge} and c.account_id = ${key.accountId} and c.status = 'succeeded'
+      where c.id = ${params.charge} and c.account_id = ${accountId} and c.status = 'succeeded'
         and c.amount_refunded < c.amount and c.amount_refunded + ${amount} <= c.amount)`,
     ctes: followedBy(
       cte('intent', ['claimed'], (ref) => sql`
         insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
                              processor_idempotency_key)
         select ${id}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
-               'pending', ${`refund_${key.id}`}
+               'pending', 'refund_' || claimed.id
         from ${ref('claimed')} claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
         returning *`),
       cte('held', ['intent'], (ref) => sql`

@@ -1,10 +1,20 @@
-// Refunds: what a refund is to the payments module, its create flow as an idempotent operation, the read.
+// Refunds: what a refund is to the payments module, the story of its creation in order, the read.
 // A charge's amount_refunded counts refunds that succeeded, those in flight, and those whose outcome is
 // not known yet, so the refunded total can never pass the charge: each new refund reserves its amount
 // under the charge's row lock, and only a refund the processor answered "failed" gives it back.
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
 import { newId } from '../ids.ts';
+import type { KeyRow } from '../idempotency/idempotency.repository.ts';
+import type {
+  ClaimSpec,
+  Idempotency,
+  IdempotentRequest,
+  IdempotentResult,
+  Resumable,
+  StoredResponse,
+} from '../idempotency/idempotency.service.ts';
+import { paymentFromJson } from '../payments/payments.repository.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
 import {
@@ -49,12 +59,16 @@ export const refundPayments: PaymentType<RefundRow> = {
 const notRefundable = (detail: string) =>
   new ProblemError(409, 'charge_not_refundable', 'Charge not refundable', detail);
 
-export function createRefundOperation(deps: { payments: Payments }) {
-  return deps.payments.operation<CreateRefundParams, RefundRow>(refundPayments, {
+/**
+ * POST /v1/refunds, in order: parse, claim the key with the refund's intent (its amount held on its
+ * charge), ask the processor, record its answer with its event, answer. As a charge's (see
+ * createChargeStory), with one rule more: a refund the charge may not have is refused under its row lock.
+ */
+export function createRefundStory(deps: { idempotency: Idempotency; payments: Payments }) {
+  const { idempotency, payments } = deps;
+  const claimWith: ClaimSpec<CreateRefundParams> = {
+    method: 'POST',
     path: '/v1/refunds',
-    parse: (body) => parseWith(createRefundSchema, body),
-    // At once when the charge plainly has the amount left: the refund and the amount held on its charge.
-    intent: (key, params) => refundIntent(newId('re'), key, params),
     // The careful way decides under the charge's row lock, and says why a refund cannot be made.
     async refusal(trx, key, params) {
       const charge = await lockChargeForRefund(trx, key.account_id, params.charge);
@@ -75,7 +89,37 @@ export function createRefundOperation(deps: { payments: Payments }) {
       }
       return undefined;
     },
-  });
+  };
+
+  /** Phases 2 and 3, from the recovery point `intent_recorded`; `created`: the refund phase 1 just wrote. */
+  async function askAndRecord(key: KeyRow, deadline: number, created?: RefundRow): Promise<StoredResponse> {
+    // Phase 2, no transaction: ask the processor (nothing to ask when the refund is final already).
+    const attempt = await payments.attempt(refundPayments, key.id, deadline, created);
+    // Phase 3: the answer with its event, the key finished with the response: one statement, or the
+    // careful way in a transaction (no answer; a failed refund, which gives its amount back to the charge).
+    return idempotency.finish(key, payments.finishAtOnce(refundPayments, attempt), (trx, current) =>
+      payments.record(trx, refundPayments, current.id, attempt.answer),
+    );
+  }
+
+  return {
+    async createRefund(request: IdempotentRequest, deadline: number): Promise<IdempotentResult> {
+      const params = parseWith(createRefundSchema, request.body);
+      // Phase 1: the key with its lease, and the refund with its amount held on its charge, at once when
+      // the charge plainly has the amount left; else the careful way, where it may be refused.
+      const begun = await idempotency.begin(claimWith, request, params, refundIntent(newId('re'), request.accountId, params));
+      if (begun.kind === 'done') return begun.result;
+      return idempotency.run(begun, () =>
+        askAndRecord(begun.key, deadline, begun.intent == null ? undefined : paymentFromJson<RefundRow>(begun.intent)),
+      );
+    },
+    /** For the completer: a request abandoned after phase 1, driven to its end as a retry would. */
+    resumable: {
+      method: claimWith.method,
+      path: claimWith.path,
+      resume: (key, deadline) => idempotency.drive(key, () => askAndRecord(key, deadline)),
+    } satisfies Resumable,
+  };
 }
 
 export async function getRefund(db: Db, accountId: string, id: string) {

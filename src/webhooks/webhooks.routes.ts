@@ -1,16 +1,16 @@
 import { Router } from 'express';
 import { ValidationError } from '../errors.ts';
-import { respondIdempotently } from '../idempotency/idempotency.http.ts';
+import { type IdempotentHandler, respondIdempotently } from '../idempotency/idempotency.http.ts';
 import { parseIdempotencyKey } from '../idempotency/idempotency.schemas.ts';
-import type { Idempotency, IdempotentOperation } from '../idempotency/idempotency.service.ts';
+import type { Idempotency } from '../idempotency/idempotency.service.ts';
 import { parseWith } from '../validation.ts';
 import { refusedUrl } from './url-safety.ts';
-import { type CreateWebhookEndpointParams, createWebhookEndpointSchema } from './webhooks.schemas.ts';
+import { createWebhookEndpointSchema } from './webhooks.schemas.ts';
 import type { Webhooks } from './webhooks.service.ts';
 
 export function webhookRoutes(deps: {
   idempotency: Idempotency;
-  createEndpoint: IdempotentOperation<CreateWebhookEndpointParams>;
+  createEndpoint: IdempotentHandler;
   webhooks: Webhooks;
   allowPrivateUrls: boolean;
   lookupTimeoutMs: number;
@@ -27,7 +27,7 @@ export function webhookRoutes(deps: {
     if (refused && !(await deps.idempotency.isRepeat(res.locals.account!.id, key))) {
       throw new ValidationError([{ path: 'url', message: refused }], `Webhooks are not sent to ${url}: ${refused}.`);
     }
-    await respondIdempotently(req, res, deps.idempotency, deps.createEndpoint);
+    await respondIdempotently(req, res, deps.createEndpoint);
   });
 
   router.get('/webhook_endpoints', async (_req, res) => {

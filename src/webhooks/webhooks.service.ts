@@ -10,8 +10,15 @@ import { NotFoundError, ProblemError } from '../errors.ts';
 import { presentEvent } from '../events/events.service.ts';
 import type { Events } from '../events/events.service.ts';
 import { newId } from '../ids.ts';
-import { nothingToChange } from '../idempotency/idempotency.repository.ts';
-import type { IdempotentOperation, StoredResponse } from '../idempotency/idempotency.service.ts';
+import { type KeyRow, nothingToChange } from '../idempotency/idempotency.repository.ts';
+import type {
+  ClaimSpec,
+  Idempotency,
+  IdempotentRequest,
+  IdempotentResult,
+  Resumable,
+  StoredResponse,
+} from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import { currentRequestId } from '../request-context.ts';
 import { objectId, parseWith } from '../validation.ts';
@@ -77,15 +84,22 @@ function presentDelivery(row: Awaited<ReturnType<typeof listDeliveries>>[number]
 export const MAX_ENDPOINTS = 16;
 
 /**
- * POST /v1/webhook_endpoints as an idempotent operation: the endpoint is written with the key that claims
- * it, its secret sealed; there is no foreign call. Always the careful way: the account's row is locked
- * while its endpoints are counted, so concurrent requests cannot pass the limit together. The answer is
- * stored with the key like every answer, the secret in it sealed too, and opened each time it is sent
- * (`reveal`): a client whose answer was lost gets the secret by retrying, and the database never holds it
- * in the clear.
+ * POST /v1/webhook_endpoints, in order: parse, claim the key with the endpoint (its secret sealed), answer.
+ * There is no foreign call, and always the careful way: the account's row is locked while its endpoints
+ * are counted, so concurrent requests cannot pass the limit together. The answer is stored with the key
+ * like every answer, the secret in it sealed too, and opened each time it is sent (`reveal`): a client
+ * whose answer was lost gets the secret by retrying, and the database never holds it in the clear.
  */
-export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox }): IdempotentOperation<CreateWebhookEndpointParams, EndpointRow | undefined> {
-  const { db, box } = deps;
+export function createWebhookEndpointStory(deps: { db: Db; box: SecretBox; idempotency: Idempotency }) {
+  const { db, box, idempotency } = deps;
+  const claimWith: ClaimSpec<CreateWebhookEndpointParams> = {
+    method: 'POST',
+    path: '/v1/webhook_endpoints',
+    async refusal(trx, key) {
+      if ((await countEndpointsLocked(trx, key.account_id)) < MAX_ENDPOINTS) return undefined;
+      return new ProblemError(409, 'too_many_webhook_endpoints', 'Too many webhook endpoints', `An account has at most ${MAX_ENDPOINTS} webhook endpoints; delete one first.`);
+    },
+  };
   const answer = (row: EndpointRow | undefined): StoredResponse => {
     if (!row) {
       const gone = new NotFoundError('The webhook endpoint this request made was deleted before its answer could be given.');
@@ -97,23 +111,31 @@ export function createWebhookEndpointOperation(deps: { db: Db; box: SecretBox })
       headers: { 'Content-Type': 'application/json', Location: `/v1/webhook_endpoints/${row.id}` },
     };
   };
+  const reveal = (stored: StoredResponse): StoredResponse => {
+    const { secret_sealed: sealed, ...endpoint } = stored.body;
+    return typeof sealed === 'string' ? { ...stored, body: { ...endpoint, secret: box.open(sealed) } } : stored;
+  };
+
+  /** From `intent_recorded`: the answer, stored with the key. A resumed request reads its endpoint back. */
+  async function finish(key: KeyRow, created?: EndpointRow): Promise<StoredResponse> {
+    // The client may have deleted it meanwhile (it was listed): then the answer says so.
+    const response = answer(created ?? (await findEndpointByKey(db, key.id)));
+    return idempotency.finish(key, { changes: nothingToChange(), response }, async () => response);
+  }
+
   return {
-    method: 'POST',
-    path: '/v1/webhook_endpoints',
-    parse: (body) => parseWith(createWebhookEndpointSchema, body),
-    intent: (_key, params) => endpointIntent(newId('we'), params, box.seal(newSigningSecret())),
-    async refusal(trx, key) {
-      if ((await countEndpointsLocked(trx, key.account_id)) < MAX_ENDPOINTS) return undefined;
-      return new ProblemError(409, 'too_many_webhook_endpoints', 'Too many webhook endpoints', `An account has at most ${MAX_ENDPOINTS} webhook endpoints; delete one first.`);
+    async createEndpoint(request: IdempotentRequest): Promise<IdempotentResult> {
+      const params = parseWith(createWebhookEndpointSchema, request.body);
+      const begun = await idempotency.begin(claimWith, request, params, endpointIntent(newId('we'), params, box.seal(newSigningSecret())));
+      if (begun.kind === 'done') return begun.result.response ? { ...begun.result, response: reveal(begun.result.response) } : begun.result;
+      return idempotency.run(begun, async () => reveal(await finish(begun.key, begun.intent as EndpointRow | undefined)));
     },
-    // A resumed request reads its endpoint back; the client may have deleted it meanwhile (it was listed).
-    callOut: async (key, _deadline, intent) => (intent == null ? await findEndpointByKey(db, key.id) : (intent as EndpointRow)),
-    finishAtOnce: (row) => ({ changes: nothingToChange(), response: answer(row) }),
-    recordOutcome: async (_trx, _key, row) => answer(row),
-    reveal(stored) {
-      const { secret_sealed: sealed, ...endpoint } = stored.body;
-      return typeof sealed === 'string' ? { ...stored, body: { ...endpoint, secret: box.open(sealed) } } : stored;
-    },
+    /** For the completer: a request abandoned after phase 1, driven to its end as a retry would. */
+    resumable: {
+      method: claimWith.method,
+      path: claimWith.path,
+      resume: (key) => idempotency.drive(key, () => finish(key)),
+    } satisfies Resumable,
   };
 }
 

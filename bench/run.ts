@@ -182,7 +182,7 @@ async function startApis(ctx: Context, label: string, extraEnv: Record<string, s
   };
   const apis = await Promise.all(
     Array.from({ length: ctx.settings.copies }, (_, i) =>
-      startChild(ctx, `api-${label}-${i + 1}`, '/livez', (port) => ({ args: ['src/main.ts', 'api'], env: { ...env, PORT: String(port) } })),
+      startChild(ctx, `api-${label}-${i + 1}`, '/readyz', (port) => ({ args: ['src/main.ts', 'api'], env: { ...env, PORT: String(port) } })),
     ),
   );
   return {

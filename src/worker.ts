@@ -42,8 +42,6 @@ const OPEN_CIRCUIT_HOLD_MS = 5_000;
 export function createWorker(deps: WorkerDeps) {
   const { config, boss, services, logger, metrics, outage } = deps;
   const { payments, paymentJobs } = services;
-  const timers: NodeJS.Timeout[] = [];
-  const running = new Set<Promise<unknown>>();
   let stopped = false;
 
   /**
@@ -70,6 +68,12 @@ export function createWorker(deps: WorkerDeps) {
     if (databaseTrouble(err)) logger.warn({ ...fields, code: e.code, reason: e.message }, message);
     else logger.error({ err, ...fields }, message);
   }
+
+  const passes = periodicPasses({
+    failed: (err, name) => failed(err, name, {}, `${name} pass failed`),
+    succeeded: () => outage.recovered(),
+  });
+  const every = passes.every;
 
   /**
    * Every job's run: `work` under the job's own deadline. An error is logged as `failed` says and thrown,
@@ -108,38 +112,6 @@ export function createWorker(deps: WorkerDeps) {
     if (result === 'retry' || (result === 'awaiting_reconciliation' && queue === RECONCILE_QUEUE)) {
       throw new Error(`${kind} ${id} stays pending: the processor could not be asked`);
     }
-  }
-
-  /**
-   * Runs `task` every `seconds`, never two passes at once, and lets stop() wait for the one in flight.
-   * While the database is down, passes back off instead of failing at every tick.
-   */
-  function every(seconds: number, name: string, task: () => Promise<unknown>) {
-    let busy = false;
-    let backoffMs = 0;
-    let notBefore = 0;
-    const timer = setInterval(() => {
-      if (busy || stopped || Date.now() < notBefore) return;
-      busy = true;
-      const pass = task()
-        .then(
-          () => {
-            backoffMs = 0;
-            outage.recovered();
-          },
-          (err) => {
-            failed(err, name, {}, `${name} pass failed`);
-            backoffMs = Math.max(seconds * 1000, Math.min(MAX_BACKOFF_MS, backoffMs * 2));
-            notBefore = Date.now() + backoffMs;
-          },
-        )
-        .finally(() => {
-          busy = false;
-          running.delete(pass);
-        });
-      running.add(pass);
-    }, seconds * 1000);
-    timers.push(timer);
   }
 
   // One job per fetch, several fetch loops: a slow processor call holds up one loop, not the backlog.
@@ -205,13 +177,58 @@ export function createWorker(deps: WorkerDeps) {
 
     async stop(): Promise<void> {
       stopped = true;
-      for (const timer of timers) clearInterval(timer);
+      const passesEnded = passes.stop();
       await boss.offWork(SETTLE_QUEUE, { wait: true });
       await boss.offWork(RECONCILE_QUEUE, { wait: true });
       await boss.offWork(WEBHOOK_QUEUE, { wait: true });
-      await Promise.allSettled([...running]);
+      await passesEnded;
     },
   };
 }
 
 export type Worker = ReturnType<typeof createWorker>;
+
+/**
+ * Passes that run every so many seconds, never two of one at once. While the database is down a pass that
+ * failed waits longer before the next (doubling, up to MAX_BACKOFF_MS or its own interval) instead of
+ * failing at every tick. stop() ends the timers and waits for the passes in flight.
+ */
+function periodicPasses(report: { failed(err: unknown, name: string): void; succeeded(): void }) {
+  const timers: NodeJS.Timeout[] = [];
+  const running = new Set<Promise<unknown>>();
+  let stopped = false;
+  return {
+    every(seconds: number, name: string, task: () => Promise<unknown>): void {
+      let busy = false;
+      let backoffMs = 0;
+      let notBefore = 0;
+      const timer = setInterval(() => {
+        if (busy || stopped || Date.now() < notBefore) return;
+        busy = true;
+        const pass = task()
+          .then(
+            () => {
+              backoffMs = 0;
+              report.succeeded();
+            },
+            (err) => {
+              report.failed(err, name);
+              backoffMs = Math.max(seconds * 1000, Math.min(MAX_BACKOFF_MS, backoffMs * 2));
+              notBefore = Date.now() + backoffMs;
+            },
+          )
+          .finally(() => {
+            busy = false;
+            running.delete(pass);
+          });
+        running.add(pass);
+      }, seconds * 1000);
+      timers.push(timer);
+    },
+    async stop(): Promise<void> {
+      stopped = true;
+      for (const timer of timers) clearInterval(timer);
+      await Promise.allSettled([...running]);
+    },
+  };
+}

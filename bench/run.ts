@@ -22,6 +22,9 @@
 // has no worker and its gauges are read only when scraped, which the bench never does). pgbench -M prepared
 // sends BEGIN and COMMIT as prepared statements, which pg_stat_statements hardly ever counts: the DB
 // ceiling's figure leaves them out. Peak RSS is VmHWM of the api process (node itself, not a shell).
+// CPU per request (saturation runs): the CPU time /proc gives for the api processes and for the bench's
+// Postgres server with every process under it (its backends, exited ones included), read just before and
+// just after each run, divided by the requests sent: steadier than throughput on a shared machine.
 // What the protections (breaker, retries, bulkhead, load shedding, deadlines) cost: new charges at
 // saturation on an api with its defaults and on one with them off or out of reach, in alternate runs, three
 // each; the medians are compared.
@@ -36,7 +39,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { configSchema } from '../src/config.ts';
 import { type Cluster, hasPgbench, runPgbench, startCluster } from './lib/database.ts';
-import { freePort, logTail, peakRssMb, ROOT, runOrThrow, spawnNode, Teardown, waitForHttp } from './lib/processes.ts';
+import { freePort, logTail, peakRssMb, ROOT, runOrThrow, spawnNode, Teardown, treeCpuSeconds, waitForHttp } from './lib/processes.ts';
 import {
   type DbCeiling,
   type Machine,
@@ -212,10 +215,17 @@ async function measureRow(
     halfRate: boolean;
     /** Called once the saturation run's statements are counted, before anything else reaches the database. */
     afterCount?: (requests: number) => Promise<void>;
+    /** The api processes, whose CPU per request is measured with the server's. */
+    apiPids?: number[];
   },
 ): Promise<Row> {
   const { settings } = ctx;
   if (options.countStatements) await ctx.cluster.resetStatements();
+  const cpuNow = async () => ({
+    api: (await Promise.all((options.apiPids ?? []).map(treeCpuSeconds))).reduce((a, b) => a + b, 0),
+    postgres: await treeCpuSeconds(ctx.cluster.pid),
+  });
+  const cpuBefore = options.apiPids ? await cpuNow() : undefined;
   const saturation = await measure(workload, {
     baseUrls,
     headers: options.headers,
@@ -223,6 +233,12 @@ async function measureRow(
     seconds: settings.durationSeconds,
   });
   const row: Row = { saturation };
+  if (cpuBefore) {
+    // Read before anything else runs: counting statements is itself a statement.
+    const after = await cpuNow();
+    const perRequest = (seconds: number) => (seconds * 1000) / saturation.sent;
+    row.cpuMsPerRequest = { api: perRequest(after.api - cpuBefore.api), postgres: perRequest(after.postgres - cpuBefore.postgres) };
+  }
   if (options.countStatements) {
     await sleep(SETTLE_MS);
     // Per request sent: the few still in flight when the load stopped (one per connection at most) are
@@ -316,6 +332,7 @@ async function serviceWorkloads(ctx: Context) {
         headers,
         countStatements: true,
         halfRate: true,
+        apiPids: apis.children.map((c) => c.pid),
         ...(name === 'new charges' ? { afterCount: keepStatements } : {}),
       });
     }

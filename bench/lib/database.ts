@@ -1,6 +1,7 @@
 // The bench's own Postgres cluster, with pg_stat_statements loaded so every statement the service sends is
 // counted by the server itself, and the pgbench run that gives the database ceiling.
 import { createWriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
@@ -20,6 +21,8 @@ export interface Cluster {
   /** URL of the bench database. */
   url: string;
   version: string;
+  /** The server's postmaster: its backends are its children. */
+  pid: number;
   /** Forgets every statement counted so far. */
   resetStatements(): Promise<void>;
   /** Statements sent to the bench database since the last reset. */
@@ -73,6 +76,7 @@ export async function startCluster(dir: string, teardown: Teardown): Promise<Clu
   return {
     url: url.toString(),
     version,
+    pid: Number((await readFile(path.join(dir, 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]),
     async resetStatements() {
       await admin.query('select pg_stat_statements_reset()');
     },

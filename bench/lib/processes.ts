@@ -2,7 +2,7 @@
 // output to a log file, stopped by pid; and a teardown list that also runs on Ctrl-C and on failure.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -111,6 +111,38 @@ export function freePort(): Promise<number> {
 }
 
 /** Peak resident set size of a live process, in MB (VmHWM of /proc/<pid>/status). */
+// /proc counts CPU time in clock ticks of USER_HZ, 100 a second on Linux.
+const TICKS_PER_SECOND = 100;
+
+/** utime, stime, cutime and cstime of /proc/<pid>/stat, and its parent, in ticks; undefined once it is gone. */
+async function procStat(pid: number): Promise<{ ppid: number; own: number; reaped: number } | undefined> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  // After the command's closing parenthesis (a command may hold spaces): state, ppid, ... utime is field 14.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const at = (field: number) => Number(fields[field - 3]);
+  return { ppid: at(4), own: at(14) + at(15), reaped: at(16) + at(17) };
+}
+
+/**
+ * CPU seconds a process and all its descendants have used so far: the live ones' own time, and the time
+ * of those that exited, which the kernel adds to their parent's when it reaps them (Postgres backends).
+ */
+export async function treeCpuSeconds(root: number): Promise<number> {
+  const pids = (await readdir('/proc')).filter((name) => /^\d+$/.test(name)).map(Number);
+  const stats = new Map<number, NonNullable<Awaited<ReturnType<typeof procStat>>>>();
+  await Promise.all(
+    pids.map(async (pid) => {
+      const stat = await procStat(pid);
+      if (stat) stats.set(pid, stat);
+    }),
+  );
+  const inTree = (pid: number): boolean => pid === root || (pid > 1 && stats.has(pid) && inTree(stats.get(pid)!.ppid));
+  let ticks = 0;
+  for (const [pid, stat] of stats) if (inTree(pid)) ticks += stat.own + stat.reaped;
+  return ticks / TICKS_PER_SECOND;
+}
+
 export async function peakRssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/^VmHWM:\s+(\d+)\s+kB$/m.exec(status)?.[1]);

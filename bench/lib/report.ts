@@ -31,6 +31,12 @@ export interface Row {
   halfRateOffered?: number;
   /** Statements the database received per request, during the saturation run. */
   statementsPerRequest?: number;
+  /**
+   * CPU milliseconds per request during the saturation run: the api processes', and the Postgres server's
+   * (every backend and background process of the bench's own cluster). Steadier than throughput on a
+   * shared machine: other load slows a request down, but hardly changes what it costs.
+   */
+  cpuMsPerRequest?: { api: number; postgres: number };
 }
 
 export interface DbCeiling {
@@ -87,6 +93,8 @@ function verdict(name: string, value: number | undefined, target: string, pass: 
     : { name, value, display: show(value), target, pass: pass(value) };
 }
 
+const cpuTotal = (row: Row) => (row.cpuMsPerRequest ? row.cpuMsPerRequest.api + row.cpuMsPerRequest.postgres : undefined);
+
 export function ratios(r: Omit<Results, 'ratios'>): Ratio[] {
   const newCharges = r.workloads['new charges'];
   const http = r.httpCeiling.saturation.requestsPerSecond;
@@ -101,6 +109,8 @@ export function ratios(r: Omit<Results, 'ratios'>): Ratio[] {
     ),
     verdict('replays ÷ HTTP ceiling', r.workloads.replays.saturation.requestsPerSecond / http, '≥ 27 %', (v) => v >= 0.27, percent),
     verdict('new charges p99 at half saturation', newCharges.halfRate?.p99Ms, '≤ 25 ms', (v) => v <= 25, (v) => `${ms(v)} ms`),
+    verdict('machine CPU per new charge (api + Postgres)', cpuTotal(newCharges), '≤ 4.0 ms', (v) => v <= 4, (v) => `${v.toFixed(2)} ms`),
+    verdict('machine CPU per replay (api + Postgres)', cpuTotal(r.workloads.replays), '≤ 0.8 ms', (v) => v <= 0.8, (v) => `${v.toFixed(2)} ms`),
     verdict('api peak RSS', Math.max(...r.apiPeakRssMb), '≤ 150 MB', (v) => v <= 150, (v) => `${v.toFixed(0)} MB`),
     verdict('protections cost (1 − on/off)', r.protections.cost, '≤ 5 %', (v) => v <= 0.05, percent),
   ];
@@ -110,14 +120,16 @@ function tableRow(name: string, row: Row | undefined, db?: DbCeiling): string {
   if (db) {
     const figure = db.skipped ? `skipped (${db.skipped})` : perSecond(db.transactionsPerSecond);
     const statements = db.statementsPerTransaction?.toFixed(2) ?? '—';
-    return `| ${name} | ${figure} | — | — | — | — | ${statements} |`;
+    return `| ${name} | ${figure} | — | — | — | — | ${statements} | — |`;
   }
   const s = row!.saturation;
   const h = row!.halfRate;
   const flag = s.unexpected || h?.unexpected ? ' ⚠' : '';
   const late = (h?.sendLagP99Ms ?? 0) > SEND_LAG_LIMIT_MS ? ' *' : '';
   const statements = row!.statementsPerRequest?.toFixed(2) ?? '—';
-  return `| ${name}${flag} | ${perSecond(s.requestsPerSecond)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${ms(h?.p50Ms)}${late} | ${ms(h?.p99Ms)}${late} | ${statements} |`;
+  const c = row!.cpuMsPerRequest;
+  const cpu = c ? `${c.api.toFixed(2)} + ${c.postgres.toFixed(2)} = ${(c.api + c.postgres).toFixed(2)}` : '—';
+  return `| ${name}${flag} | ${perSecond(s.requestsPerSecond)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${ms(h?.p50Ms)}${late} | ${ms(h?.p99Ms)}${late} | ${statements} | ${cpu} |`;
 }
 
 function footnotes(r: Results): string[] {
@@ -138,8 +150,8 @@ export function renderReport(r: Results): string {
       `${s.halfRateConnections} at half rate (${s.rateLimiter}), warm-up ${s.warmupSeconds} s` +
       (Object.keys(s.env).length ? `, env ${Object.entries(s.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''),
     '',
-    `| | req/s at ${s.saturationConnections} connections | p50 ms | p99 ms | p50 ms at half rate | p99 ms at half rate | statements per request |`,
-    '|---|---:|---:|---:|---:|---:|---:|',
+    `| | req/s at ${s.saturationConnections} connections | p50 ms | p99 ms | p50 ms at half rate | p99 ms at half rate | statements per request | CPU ms per request: api + Postgres |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     tableRow('HTTP ceiling', r.httpCeiling),
     tableRow('DB ceiling (pgbench charges/s)', undefined, r.dbCeiling),
     ...WORKLOAD_NAMES.map((name) => tableRow(name, r.workloads[name])),

@@ -34,6 +34,7 @@ export function createServices(deps: {
     processor,
     queue,
     events,
+    idempotency,
     logger,
     settings: {
       keyRetentionSeconds: config.PROCESSOR_KEY_RETENTION_SECONDS,

@@ -2,16 +2,13 @@
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
-import type { KeyRow } from '../idempotency/idempotency.repository.ts';
 import type {
   ClaimSpec,
   Idempotency,
   IdempotentRequest,
   IdempotentResult,
   Resumable,
-  StoredResponse,
 } from '../idempotency/idempotency.service.ts';
-import { paymentFromJson } from '../payments/payments.repository.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
 import { type ChargeRow, chargeIntent, findCharge, listCharges } from './charges.repository.ts';
@@ -61,17 +58,6 @@ export function createChargeStory(deps: { idempotency: Idempotency; payments: Pa
     path: '/v1/charges',
   };
 
-  /** Phases 2 and 3, from the recovery point `intent_recorded`; `created`: the charge phase 1 just wrote. */
-  async function askAndRecord(key: KeyRow, deadline: number, created?: ChargeRow): Promise<StoredResponse> {
-    // Phase 2, no transaction: ask the processor (nothing to ask when the charge is final already).
-    const attempt = await payments.attempt(chargePayments, key.id, deadline, created);
-    // Phase 3: the answer with its event, the key finished with the response: one statement, or the
-    // careful way in a transaction (no answer: pending, with a settle job; a lost lease; an anomaly).
-    return idempotency.finish(key, payments.finishAtOnce(chargePayments, attempt), (trx, current) =>
-      payments.record(trx, chargePayments, current.id, attempt.answer),
-    );
-  }
-
   return {
     async createCharge(request: IdempotentRequest, deadline: number): Promise<IdempotentResult> {
       const params = parseWith(createChargeSchema, request.body);
@@ -79,15 +65,14 @@ export function createChargeStory(deps: { idempotency: Idempotency; payments: Pa
       // derived from the key's. A replay, a key in use or reused ends here.
       const begun = await idempotency.begin(claimWith, request, params, chargeIntent(newId('ch'), params));
       if (begun.kind === 'done') return begun.result;
-      return idempotency.run(begun, () =>
-        askAndRecord(begun.key, deadline, begun.intent == null ? undefined : paymentFromJson<ChargeRow>(begun.intent)),
-      );
+      // Phases 2 and 3: ask the processor, record its answer with its event (see payments.askAndRecord).
+      return idempotency.run(begun, () => payments.askAndRecord(chargePayments, begun.key, deadline, begun.intent));
     },
     /** For the completer: a request abandoned after phase 1, driven to its end as a retry would. */
     resumable: {
       method: claimWith.method,
       path: claimWith.path,
-      resume: (key, deadline) => idempotency.drive(key, () => askAndRecord(key, deadline)),
+      resume: (key, deadline) => idempotency.drive(key, () => payments.askAndRecord(chargePayments, key, deadline)),
     } satisfies Resumable,
   };
 }

@@ -275,9 +275,9 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
 
   /**
    * Claims the request's key with its intent, the request's own rows (one statement; the careful way under
-   * row locks when it must):
-   * a key this run now holds, or the request's result already (a replay, in use, reused, refused). An
-   * error comes out as a RequestInterruptedError that says whether anything may have been written.
+   * row locks when it must): a key this run now holds, or the request's result already (a replay, in use,
+   * reused, refused). An error comes out as a RequestInterruptedError that says whether anything may have
+   * been written.
    */
   async function begin<P>(spec: ClaimSpec<P>, req: IdempotentRequest, params: P, intent: Intent): Promise<Begun> {
     let claimed: Claim;

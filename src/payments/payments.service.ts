@@ -18,8 +18,8 @@ import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts
 import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
 import type { Events } from '../events/events.service.ts';
-import type { Changes } from '../idempotency/idempotency.repository.ts';
-import type { StoredResponse } from '../idempotency/idempotency.service.ts';
+import type { Changes, KeyRow } from '../idempotency/idempotency.repository.ts';
+import type { Idempotency, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
 import type {
   ChargeRequest,
@@ -38,6 +38,7 @@ import {
   finishPaymentChange,
   flagForReconciliation,
   lockPayment,
+  paymentFromJson,
   type PaymentAges,
   type PaymentRow,
   type PaymentState,
@@ -121,10 +122,11 @@ export function createPayments(deps: {
   processor: ProcessorClient;
   queue: JobQueue;
   events: Events;
+  idempotency: Idempotency;
   logger: Logger;
   settings: PaymentAges;
 }) {
-  const { db, processor, queue, events, logger, settings } = deps;
+  const { db, processor, queue, events, idempotency, logger, settings } = deps;
 
   /** A payment this run created a moment ago, with what its age means, as findPaymentState would say. */
   const justCreated = <Row extends PaymentRow>(row: Row): PaymentState<Row> => ({
@@ -223,6 +225,18 @@ export function createPayments(deps: {
   }
 
   const payments = {
+    /**
+     * Phases 2 and 3 of a request that creates a payment (or of the completer finishing one), from the
+     * recovery point `intent_recorded`: ask the processor (nothing to ask when the payment is final
+     * already), then record its answer with its event and finish the key, in one statement or the careful
+     * way (no answer: pending, with a settle job; a lost lease; a failed refund that gives its amount
+     * back). `created`: the row phase 1 returned as JSON, when this run wrote it.
+     */
+    async askAndRecord<Row extends PaymentRow>(type: PaymentType<Row>, key: KeyRow, deadline: number, created?: unknown): Promise<StoredResponse> {
+      const attempt = await payments.attempt(type, key.id, deadline, created == null ? undefined : paymentFromJson<Row>(created));
+      return idempotency.finish(key, payments.finishAtOnce(type, attempt), (trx, current) => payments.record(trx, type, current.id, attempt.answer));
+    },
+
     /**
      * Phase 2 of a request (or of the completer finishing one): asks the processor to make the payment
      * created in phase 1, the row phase 1 wrote when this run wrote it, else read again. No answer when

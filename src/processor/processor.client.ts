@@ -268,12 +268,6 @@ function request(
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', reject);
-      res.on('close', () => {
-        if (res.complete) return;
-        const cut = new Error(options.signal.aborted ? 'the attempt timed out during the answer' : 'the processor closed the connection during its answer');
-        if (options.signal.aborted) cut.name = 'AbortError';
-        reject(cut);
-      });
       res.on('end', () => {
         let payload: ProcessorPayload | undefined;
         try {

@@ -5,16 +5,13 @@
 import type { Db } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
 import { newId } from '../ids.ts';
-import type { KeyRow } from '../idempotency/idempotency.repository.ts';
 import type {
   ClaimSpec,
   Idempotency,
   IdempotentRequest,
   IdempotentResult,
   Resumable,
-  StoredResponse,
 } from '../idempotency/idempotency.service.ts';
-import { paymentFromJson } from '../payments/payments.repository.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
 import { objectId, parseWith } from '../validation.ts';
 import {
@@ -91,17 +88,6 @@ export function createRefundStory(deps: { idempotency: Idempotency; payments: Pa
     },
   };
 
-  /** Phases 2 and 3, from the recovery point `intent_recorded`; `created`: the refund phase 1 just wrote. */
-  async function askAndRecord(key: KeyRow, deadline: number, created?: RefundRow): Promise<StoredResponse> {
-    // Phase 2, no transaction: ask the processor (nothing to ask when the refund is final already).
-    const attempt = await payments.attempt(refundPayments, key.id, deadline, created);
-    // Phase 3: the answer with its event, the key finished with the response: one statement, or the
-    // careful way in a transaction (no answer; a failed refund, which gives its amount back to the charge).
-    return idempotency.finish(key, payments.finishAtOnce(refundPayments, attempt), (trx, current) =>
-      payments.record(trx, refundPayments, current.id, attempt.answer),
-    );
-  }
-
   return {
     async createRefund(request: IdempotentRequest, deadline: number): Promise<IdempotentResult> {
       const params = parseWith(createRefundSchema, request.body);
@@ -109,15 +95,14 @@ export function createRefundStory(deps: { idempotency: Idempotency; payments: Pa
       // the charge plainly has the amount left; else the careful way, where it may be refused.
       const begun = await idempotency.begin(claimWith, request, params, refundIntent(newId('re'), request.accountId, params));
       if (begun.kind === 'done') return begun.result;
-      return idempotency.run(begun, () =>
-        askAndRecord(begun.key, deadline, begun.intent == null ? undefined : paymentFromJson<RefundRow>(begun.intent)),
-      );
+      // Phases 2 and 3: ask the processor, record its answer with its event (see payments.askAndRecord).
+      return idempotency.run(begun, () => payments.askAndRecord(refundPayments, begun.key, deadline, begun.intent));
     },
     /** For the completer: a request abandoned after phase 1, driven to its end as a retry would. */
     resumable: {
       method: claimWith.method,
       path: claimWith.path,
-      resume: (key, deadline) => idempotency.drive(key, () => askAndRecord(key, deadline)),
+      resume: (key, deadline) => idempotency.drive(key, () => payments.askAndRecord(refundPayments, key, deadline)),
     } satisfies Resumable,
   };
 }

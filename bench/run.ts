@@ -9,6 +9,11 @@
 // - DB ceiling: pgbench sending, with no HTTP or Node around them, the statements one charge sends
 //   (bench/charge.pgbench.sql). The api cannot charge faster either.
 //
+// and against a floor: the reference service (bench/reference-server.ts), the simplest service that does
+// the same job correctly (express + pg, an idempotency-key table with a unique key, insert → processor →
+// update), under the same workloads. The service does much more (authentication, events, logs, metrics,
+// deadlines, recovery); it is judged by what it costs beside that.
+//
 // Each workload runs twice. At saturation: 32 connections in a closed loop (autocannon), the most it serves.
 // At half that rate: an open loop, one request every 1/rate s whatever the answers do, on up to 64
 // connections, each latency timed from when its request was due, so time spent queueing counts: the
@@ -343,6 +348,35 @@ async function serviceWorkloads(ctx: Context) {
   }
 }
 
+/**
+ * The reference service (bench/reference-server.ts) under the same four workloads, measured the same way:
+ * the floor the service is judged against. Started on the same database and processor, without the
+ * service's api running.
+ */
+async function referenceWorkloads(ctx: Context): Promise<Record<WorkloadName, Row>> {
+  const server = await startChild(ctx, 'reference', '/v1/charges', (port) => ({
+    args: ['bench/reference-server.ts', '--port', String(port), '--database-url', ctx.cluster.url, '--processor-url', ctx.processorUrl],
+    env: ctx.baseEnv,
+  }));
+  try {
+    const replayKey = `bench-reference-replay-${randomUUID()}`;
+    const all = workloads(replayKey, await createCharge(server.url, {}, replayKey));
+    await warmUp(ctx, [server.url], {}, NEW_CHARGES);
+    const rows = {} as Record<WorkloadName, Row>;
+    for (const name of WORKLOAD_NAMES) {
+      rows[name] = await measureRow(ctx, { ...all[name], name: `reference ${name}` }, [server.url], {
+        headers: {},
+        countStatements: true,
+        halfRate: false,
+        apiPids: [server.child.pid],
+      });
+    }
+    return rows;
+  } finally {
+    await server.stop();
+  }
+}
+
 /** Rounds of the protections comparison: on and off alternate, so drift of the machine hits both alike. */
 const PROTECTION_ROUNDS = 3;
 
@@ -391,6 +425,7 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
 
   const http = await httpCeiling(ctx);
   const db = await dbCeiling(ctx);
+  const reference = await referenceWorkloads(ctx);
   const { rows, apiPeakRssMb, apiRssAtStartMb, statements } = await serviceWorkloads(ctx);
   const protections = await protectionsCost(ctx);
 
@@ -401,6 +436,7 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
     httpCeiling: http,
     dbCeiling: db,
     workloads: rows,
+    reference,
     newChargeStatements: statements,
     protections,
     apiPeakRssMb,

@@ -1,5 +1,5 @@
 // Builds the HTTP face of the service. No ports, no signals: main.ts owns those, tests build it bare.
-import express, { type Express } from 'express';
+import express, { type Express, type Request } from 'express';
 import { accountRoutes } from './accounts/accounts.routes.ts';
 import { chargeRoutes } from './charges/charges.routes.ts';
 import type { Config } from './config.ts';
@@ -37,6 +37,8 @@ export function createApp(deps: AppDeps): Express {
   const { config, db, logger, services, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
+  // Every answer says Cache-Control: no-store, so an ETag (a hash of each body) would serve no cache.
+  app.disable('etag');
   app.set('query parser', 'simple');
 
   app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
@@ -60,7 +62,9 @@ export function createApp(deps: AppDeps): Express {
     ),
   );
   const rateLimit = config.RATE_LIMIT_REQUESTS > 0 ? { requests: config.RATE_LIMIT_REQUESTS, windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS } : undefined;
-  v1.use(requireApiKey(db, rateLimit));
+  // An idempotent POST's claiming statement checks the caller's key itself (see requireApiKey).
+  const checksItsOwnKey = (req: Request) => req.method === 'POST' && (req.path === '/charges' || req.path === '/refunds');
+  v1.use(requireApiKey(db, rateLimit, checksItsOwnKey));
   v1.use(requireJsonBody());
   v1.use(express.json({ limit: '16kb', strict: true, type: ['application/json', 'application/*+json'] }));
   v1.use(accountRoutes());

@@ -184,8 +184,15 @@ const RETRYABLE_CODES = new Set([
   '40001', // serialization_failure
 ]);
 
+/**
+ * A prepared statement the server refused to run because a table it reads changed shape since it was
+ * prepared: nothing of it ran, and it is prepared again on its next run.
+ */
+export class StatementReplannedError extends Error {}
+
 export const isRetryableConflict = (err: unknown): boolean =>
-  typeof (err as { code?: unknown })?.code === 'string' && RETRYABLE_CODES.has((err as { code: string }).code);
+  err instanceof StatementReplannedError ||
+  (typeof (err as { code?: unknown })?.code === 'string' && RETRYABLE_CODES.has((err as { code: string }).code));
 
 const TIMEOUT_CODES = new Set([
   '57014', // query_canceled: a statement_timeout we set from the deadline

@@ -65,6 +65,8 @@ export interface Results {
   httpCeiling: Row;
   dbCeiling: DbCeiling;
   workloads: Record<WorkloadName, Row>;
+  /** The same workloads on the reference service (bench/reference-server.ts), in the same run. */
+  reference: Record<WorkloadName, Row>;
   /** What one new charge sends, most called first: calls per request and mean execution time. */
   newChargeStatements: (StatementStats & { perRequest: number })[];
   protections: { env: Record<string, string>; on: number; off: number; onRuns: number[]; offRuns: number[]; cost: number };
@@ -86,6 +88,7 @@ const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—
 const perSecond = (v: number | undefined) => (v === undefined ? '—' : Math.round(v).toString());
 const mb = (values: number[]) => values.map((v) => `${v.toFixed(0)} MB`).join(', ');
 const percent = (v: number) => `${(v * 100).toFixed(1)} %`;
+const times = (v: number) => `${v.toFixed(2)} ×`;
 
 function verdict(name: string, value: number | undefined, target: string, pass: (v: number) => boolean, show: (v: number) => string): Ratio {
   return value === undefined || Number.isNaN(value)
@@ -109,6 +112,20 @@ export function ratios(r: Omit<Results, 'ratios'>): Ratio[] {
     ),
     verdict('replays ÷ HTTP ceiling', r.workloads.replays.saturation.requestsPerSecond / http, '≥ 27 %', (v) => v >= 0.27, percent),
     verdict('new charges p99 at half saturation', newCharges.halfRate?.p99Ms, '≤ 25 ms', (v) => v <= 25, (v) => `${ms(v)} ms`),
+    verdict(
+      'new charges ÷ reference service',
+      newCharges.saturation.requestsPerSecond / r.reference['new charges'].saturation.requestsPerSecond,
+      '≥ 1.0 ×',
+      (v) => v >= 1,
+      times,
+    ),
+    verdict(
+      'replays ÷ reference service',
+      r.workloads.replays.saturation.requestsPerSecond / r.reference.replays.saturation.requestsPerSecond,
+      '≥ 1.3 ×',
+      (v) => v >= 1.3,
+      times,
+    ),
     verdict('machine CPU per new charge (api + Postgres)', cpuTotal(newCharges), '≤ 4.0 ms', (v) => v <= 4, (v) => `${v.toFixed(2)} ms`),
     verdict('machine CPU per replay (api + Postgres)', cpuTotal(r.workloads.replays), '≤ 0.8 ms', (v) => v <= 0.8, (v) => `${v.toFixed(2)} ms`),
     verdict('api peak RSS', Math.max(...r.apiPeakRssMb), '≤ 150 MB', (v) => v <= 150, (v) => `${v.toFixed(0)} MB`),
@@ -133,7 +150,7 @@ function tableRow(name: string, row: Row | undefined, db?: DbCeiling): string {
 }
 
 function footnotes(r: Results): string[] {
-  const rows = [r.httpCeiling, ...WORKLOAD_NAMES.map((name) => r.workloads[name])];
+  const rows = [r.httpCeiling, ...WORKLOAD_NAMES.flatMap((name) => [r.workloads[name], r.reference[name]])];
   const late = rows.some((row) => (row.halfRate?.sendLagP99Ms ?? 0) > SEND_LAG_LIMIT_MS);
   const odd = rows.some((row) => row.saturation.unexpected || row.halfRate?.unexpected);
   return [
@@ -155,6 +172,7 @@ export function renderReport(r: Results): string {
     tableRow('HTTP ceiling', r.httpCeiling),
     tableRow('DB ceiling (pgbench charges/s)', undefined, r.dbCeiling),
     ...WORKLOAD_NAMES.map((name) => tableRow(name, r.workloads[name])),
+    ...WORKLOAD_NAMES.map((name) => tableRow(`reference service: ${name}`, r.reference[name])),
     ...footnotes(r),
     '',
     '| | measured | target | |',

@@ -1,4 +1,4 @@
-import { type Selectable, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { DbOrTrx } from '../db/database.ts';
 import type { AccountsTable } from '../db/schema.ts';
 
@@ -81,4 +81,14 @@ export async function findAccountCountingRequest(
   if (!row) return undefined;
   const { counted, hits, reset_seconds, ...holder } = row;
   return { ...holder, limit: { counted: counted !== null, hits, reset_seconds: Math.max(1, reset_seconds) } };
+}
+
+/** Whether the key with this hash is live and is this account's, as a condition for another statement. */
+export const keyIsLive = (secretHash: string, accountId: string): RawBuilder<boolean> => sql<boolean>`exists (
+  select 1 from api_keys where secret_hash = ${secretHash} and account_id = ${accountId} and revoked_at is null)`;
+
+/** keyIsLive as a statement of its own. */
+export async function isKeyLive(db: DbOrTrx, secretHash: string, accountId: string): Promise<boolean> {
+  const { rows } = await sql<{ live: boolean }>`select ${keyIsLive(secretHash, accountId)} as live`.execute(db);
+  return rows[0]?.live === true;
 }

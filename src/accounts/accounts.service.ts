@@ -1,5 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/database.ts';
+import { UnauthenticatedError } from '../errors.ts';
+import type { RequestGuard } from '../idempotency/idempotency.service.ts';
 import { newId } from '../ids.ts';
 import {
   type AccountRow,
@@ -7,6 +9,8 @@ import {
   findAccountCountingRequest,
   insertAccount,
   insertApiKey,
+  isKeyLive,
+  keyIsLive,
   type KeyHolder,
   type RateLimit,
 } from './accounts.repository.ts';
@@ -55,4 +59,34 @@ export function presentAccount(account: AccountRow) {
     name: account.name,
     created: account.created_at.toISOString(),
   };
+}
+
+export const UNKNOWN_KEY = 'The API key is not known, or it was revoked.';
+
+/**
+ * An API key this process saw live before and takes on trust for now, with how to confirm it: as the guard
+ * of the request's own claiming statement (no statement of its own), or, for an answer given on any other
+ * way, by a statement before that answer goes out (`confirm`). `forget` runs when it turns out not live.
+ */
+export interface TrustedKey extends RequestGuard {
+  /** Whether the key is live, asking the database unless a statement of this request found out already. */
+  confirm(): Promise<boolean>;
+}
+
+export function trustedKey(db: Db, secretHash: string, accountId: string, forget: () => void): TrustedKey {
+  let live: boolean | undefined;
+  const trusted: TrustedKey = {
+    holds: keyIsLive(secretHash, accountId),
+    check: (conn) => isKeyLive(conn, secretHash, accountId),
+    found(holds) {
+      live = holds;
+      if (!holds) forget();
+    },
+    refusal: () => new UnauthenticatedError(UNKNOWN_KEY),
+    async confirm() {
+      if (live === undefined) trusted.found(await isKeyLive(db, secretHash, accountId));
+      return live!;
+    },
+  };
+  return trusted;
 }

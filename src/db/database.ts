@@ -6,7 +6,14 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { migrations } from '../../migrations/index.ts';
 import type { Config } from '../config.ts';
-import { CommitUnknownError, databaseTrouble, DeadlineExceededError, isRetryableConflict, StatementUnansweredError } from '../errors.ts';
+import {
+  CommitUnknownError,
+  databaseTrouble,
+  DeadlineExceededError,
+  isRetryableConflict,
+  StatementReplannedError,
+  StatementUnansweredError,
+} from '../errors.ts';
 import { createOutageLog, type OutageLog } from '../outage-log.ts';
 import { currentDeadline } from '../request-context.ts';
 import type { Database } from './schema.ts';
@@ -129,7 +136,8 @@ function releasedClean(client: pg.PoolClient, outage: OutageLog | undefined): pg
     (client as { query: unknown }).query = async (...args: unknown[]) => {
       if (!(typeof args[0] === 'string' && args.length <= 2 && typeof args[1] !== 'function')) return query(...args);
       try {
-        const result = await boundedQuery(query, args[0], args[1] as unknown[] | undefined, currentDeadline());
+        const inTransaction = (client.getTransactionStatus() ?? 'I') !== 'I';
+        const result = await boundedQuery(query, args[0], args[1] as unknown[] | undefined, currentDeadline(), inTransaction);
         outage?.recovered();
         return result;
       } catch (err) {
@@ -165,19 +173,55 @@ async function boundedQuery(
   text: string,
   values: unknown[] | undefined,
   deadline: number | undefined,
+  inTransaction: boolean,
 ): Promise<pg.QueryResult> {
-  if (deadline === undefined) return query({ text, values });
-  const left = Math.floor(deadline - Date.now());
-  if (left <= 0) throw new DeadlineExceededError('no time left for a database statement');
+  const name = values?.length ? statementName(text) : undefined;
+  let timeout: { query_timeout?: number } = {};
+  if (deadline !== undefined) {
+    const left = Math.floor(deadline - Date.now());
+    if (left <= 0) throw new DeadlineExceededError('no time left for a database statement');
+    timeout = { query_timeout: left + READ_TIMEOUT_MARGIN_MS };
+  }
   try {
-    return await query({ text, values, query_timeout: left + READ_TIMEOUT_MARGIN_MS } as pg.QueryConfig);
+    return await query({ text, values, name, ...timeout } as pg.QueryConfig);
   } catch (err) {
-    if ((err as Error).message === 'Query read timeout') {
+    if (deadline !== undefined && (err as Error).message === 'Query read timeout') {
       throw new StatementUnansweredError('the database did not answer the statement before the deadline', { cause: err });
+    }
+    if (name && isPlanOfChangedTable(err)) {
+      // A table this prepared statement reads changed shape (a migration added a column to a `select *`):
+      // the server refused it before running it. Its text gets a new name, prepared afresh on every
+      // connection. On its own it runs again at once; in a transaction (which the refusal ended) the
+      // whole transaction runs again, like any conflict the server rolled back.
+      statementNames.delete(text);
+      if (!inTransaction) return boundedQuery(query, text, values, deadline, inTransaction);
+      throw new StatementReplannedError('a prepared statement outlived its table\'s shape; prepared again', { cause: err });
     }
     throw err;
   }
 }
+
+/**
+ * Prepared statements: every parameterised statement text gets a name, so each connection parses it once
+ * and the server keeps its plan (a generic one once it is as good; see plan_cache_mode), instead of parsing
+ * and planning every call. A statement with parameters is one statement, never a script; the texts are
+ * the code's own shapes (values travel apart), and past MAX_NAMED_STATEMENTS a new text goes unnamed.
+ */
+const statementNames = new Map<string, string>();
+const MAX_NAMED_STATEMENTS = 500;
+let statementsNamed = 0;
+
+function statementName(text: string): string | undefined {
+  let name = statementNames.get(text);
+  if (name === undefined && statementNames.size < MAX_NAMED_STATEMENTS) {
+    name = `s${(statementsNamed += 1)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+const isPlanOfChangedTable = (err: unknown) =>
+  (err as { code?: string }).code === '0A000' && /cached plan must not change result type/.test((err as Error).message);
 
 async function connectBy(pool: pg.Pool, deadline: number | undefined): Promise<pg.PoolClient> {
   if (deadline === undefined) return pool.connect();

@@ -7,8 +7,10 @@ import {
   ProblemError,
   RequestInterruptedError,
   RequestTimeoutError,
+  UnauthenticatedError,
   ValidationError,
 } from '../errors.ts';
+import { UNKNOWN_KEY } from '../accounts/accounts.service.ts';
 import type { Logger } from '../logger.ts';
 import { sendProblem } from './problem.ts';
 
@@ -58,13 +60,23 @@ export function notFoundHandler(): RequestHandler {
 }
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {
-  return (err, _req, res, next) => {
+  return async (err, _req, res, next) => {
     if (res.headersSent) {
       // Answered already, by the deadline: the late work's own error or answer has nowhere to go.
       if (res.locals.deadlinePassed) return logger.warn({ cause: briefly(err) }, 'work finished after the request deadline');
       return next(err);
     }
-    const problem = toProblem(err);
+    let problem = toProblem(err);
+    // A key taken on trust is confirmed before any refusal goes out: a revoked one is told only that.
+    const trusted = res.locals.trustedKey;
+    if (trusted && (!problem || problem.status < 500)) {
+      try {
+        if (!(await trusted.confirm())) problem = new UnauthenticatedError(UNKNOWN_KEY);
+      } catch (confirming) {
+        problem = toProblem(confirming) ?? new DatabaseUnavailableError();
+      }
+      if (res.headersSent) return; // the deadline answered meanwhile
+    }
     if (problem) {
       if (problem.status >= 500) logger.warn({ code: problem.code, cause: briefly(err) }, problem.message);
       return sendProblem(res, problem);

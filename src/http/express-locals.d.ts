@@ -1,4 +1,5 @@
 import type { AccountRow } from '../accounts/accounts.repository.ts';
+import type { TrustedKey } from '../accounts/accounts.service.ts';
 
 declare global {
   namespace Express {
@@ -6,6 +7,8 @@ declare global {
       requestId: string;
       startedAt: number;
       account?: AccountRow;
+      /** The API key, taken on trust from this process's memory: confirmed before any answer (see requireApiKey). */
+      trustedKey?: TrustedKey;
       idempotency?: string;
       deadlinePassed?: boolean;
       /** Where the router that handles the request is mounted (`/v1`); req.baseUrl is reset when an error leaves it. */

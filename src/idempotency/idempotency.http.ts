@@ -11,7 +11,7 @@ export type IdempotentHandler = (request: IdempotentRequest, deadline: number) =
 export async function respondIdempotently(req: Request, res: Response, handle: IdempotentHandler): Promise<void> {
   const key = parseIdempotencyKey(req.get('idempotency-key'));
   const deadline = (requestContext.getStore()?.deadline ?? Date.now()) - OUTCOME_RESERVE_MS;
-  const work = handle({ accountId: res.locals.account!.id, key, body: req.body as JsonObject }, deadline);
+  const work = handle({ accountId: res.locals.account!.id, key, body: req.body as JsonObject, guard: res.locals.trustedKey }, deadline);
   // The request's slot stays taken until its work ends, even when the deadline answered first.
   res.locals.holdSlotUntil?.(work);
   const result = await work;
@@ -21,5 +21,5 @@ export async function respondIdempotently(req: Request, res: Response, handle: I
   const stored = result.response!;
   if (result.use === 'replayed') res.set('Idempotent-Replayed', 'true');
   res.set({ 'Content-Type': 'application/json', ...stored.headers });
-  res.status(stored.status).send(JSON.stringify(stored.body));
+  res.status(stored.status).send(stored.storedJson ?? JSON.stringify(stored.body));
 }

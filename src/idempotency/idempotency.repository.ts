@@ -18,17 +18,25 @@ const KEY_COLUMNS = [
   'request_method',
   'request_path',
   'request_fingerprint',
-  'request_body',
   'recovery_point',
   'response_status',
-  'response_body',
   'response_headers',
   'lease_token',
 ] as const;
 
-export type KeyRow = Pick<Selectable<IdempotencyKeysTable>, (typeof KEY_COLUMNS)[number]>;
+/**
+ * A key as its statements return it. The stored answer's body comes as the JSON text it was stored as (a
+ * `json` column keeps it byte for byte): a replay sends it as it is, and nothing parses it unless asked to.
+ * The request's own body is never read back; its fingerprint says all a retry needs.
+ */
+export type KeyRow = Pick<Selectable<IdempotencyKeysTable>, (typeof KEY_COLUMNS)[number]> & { response_body: string | null };
 
-const keyColumns = (alias: string) => sql.join(KEY_COLUMNS.map((c) => sql.ref(`${alias}.${c}`)));
+const RESPONSE_TEXT = sql<string | null>`response_body::text`.as('response_body');
+/** KEY_COLUMNS for a select or returning clause, with the body as text. */
+const KEY_SELECTION = [...KEY_COLUMNS, RESPONSE_TEXT] as const;
+
+const keyColumns = (alias: string) =>
+  sql.join([...KEY_COLUMNS.map((c) => sql.ref(`${alias}.${c}`)), sql`${sql.ref(`${alias}.response_body`)}::text as response_body`]);
 
 export interface NewKey {
   accountId: string;
@@ -60,7 +68,7 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
       expires_at: sql<Date>`now() + make_interval(secs => ${ttlSeconds})`,
     })
     .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
-    .returning(KEY_COLUMNS)
+    .returning(KEY_SELECTION)
     .executeTakeFirst();
 }
 
@@ -82,13 +90,15 @@ export type ClaimedRow = KeyState & { claimed: boolean; intent: unknown };
  * The first phase in one statement, no row locks: inserts the key with a fresh lease and, in the same
  * statement, the request's own rows (`intent`). When the key exists, returns it as it was (with its
  * expiry and lease read by the database clock) and writes nothing. No row at all: `when` said no, or
- * another request inserted the key after this statement's snapshot; the caller then decides under locks.
+ * another request inserted the key after this statement's snapshot, or `guard` does not hold (it is
+ * checked on both ways, in the statement's one snapshot); the caller then decides under locks.
  */
 export async function claimKeyWithIntent(
   db: DbOrTrx,
   k: NewKey & { id: string; leaseToken: string },
   settings: { ttlSeconds: number; leaseSeconds: number },
   intent: Intent,
+  guard: RawBuilder<boolean> = sql<boolean>`true`,
 ): Promise<ClaimedRow | undefined> {
   const claimed = cte('claimed', [], () => sql`
     insert into idempotency_keys
@@ -96,9 +106,9 @@ export async function claimKeyWithIntent(
        recovery_point, locked_at, lease_token, expires_at)
     select ${k.id}::uuid, ${k.accountId}, ${k.key}, ${k.method}, ${k.path}, ${k.fingerprint}, ${JSON.stringify(k.body)}::jsonb,
            'intent_recorded', now(), ${k.leaseToken}::uuid, now() + make_interval(secs => ${settings.ttlSeconds})
-    where ${intent.when ?? sql<boolean>`true`}
+    where ${intent.when ?? sql<boolean>`true`} and ${guard}
     on conflict (account_id, key) do nothing
-    returning ${sql.join(KEY_COLUMNS.map((c) => sql.ref(c)))}`);
+    returning ${sql.join(KEY_COLUMNS.map((c) => sql.ref(c)))}, response_body`);
   const w = withClause(followedBy(claimed, intent.ctes));
   const { rows } = await sql<ClaimedRow>`
     ${w.sql}
@@ -109,7 +119,7 @@ export async function claimKeyWithIntent(
     select ${keyColumns('k')}, false, k.expires_at <= now(),
            k.locked_at is not null and k.locked_at > now() - make_interval(secs => ${settings.leaseSeconds}), null
     from idempotency_keys k
-    where k.account_id = ${k.accountId} and k.key = ${k.key}`.execute(db);
+    where k.account_id = ${k.accountId} and k.key = ${k.key} and ${guard}`.execute(db);
   // Both rows only when a key that expired was deleted between the snapshot and the insert: ours is new.
   return rows.find((r) => r.claimed) ?? rows[0];
 }
@@ -140,7 +150,7 @@ export async function takeLeaseIfFree(db: DbOrTrx, id: string, leaseSeconds: num
     .where('id', '=', id)
     .where('recovery_point', '<>', 'finished')
     .where(sql<boolean>`(locked_at is null or locked_at <= now() - make_interval(secs => ${leaseSeconds}))`)
-    .returning(KEY_COLUMNS)
+    .returning(KEY_SELECTION)
     .executeTakeFirst();
 }
 
@@ -201,7 +211,7 @@ export async function lockKeyByAccountKey(
 ): Promise<KeyState | undefined> {
   return db
     .selectFrom('idempotency_keys')
-    .select(KEY_COLUMNS)
+    .select(KEY_SELECTION)
     .select([
       sql<boolean>`expires_at <= now()`.as('expired'),
       sql<boolean>`locked_at is not null and locked_at > now() - make_interval(secs => ${leaseSeconds})`.as('leased'),
@@ -213,7 +223,7 @@ export async function lockKeyByAccountKey(
 }
 
 export async function lockKeyById(db: DbOrTrx, id: string): Promise<KeyRow | undefined> {
-  return db.selectFrom('idempotency_keys').select(KEY_COLUMNS).where('id', '=', id).forUpdate().executeTakeFirst();
+  return db.selectFrom('idempotency_keys').select(KEY_SELECTION).where('id', '=', id).forUpdate().executeTakeFirst();
 }
 
 export async function deleteKey(db: DbOrTrx, id: string): Promise<void> {
@@ -289,7 +299,7 @@ export async function leaseAbandonedKey(db: DbOrTrx, leaseSeconds: number): Prom
     .updateTable('idempotency_keys')
     .set(NEW_LEASE)
     .where('id', 'in', abandoned)
-    .returning(KEY_COLUMNS)
+    .returning(KEY_SELECTION)
     .executeTakeFirst();
 }
 

@@ -10,6 +10,7 @@
 // knows nothing of what the call is or what the answers mean. Everything after begin goes inside run or
 // drive, which give the lease back on any error.
 import { randomUUID } from 'node:crypto';
+import type { RawBuilder } from 'kysely';
 import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { CommitUnknownError, databaseTrouble, ProblemError, RequestInterruptedError } from '../errors.ts';
@@ -43,6 +44,8 @@ export interface StoredResponse {
   status: number;
   body: JsonObject;
   headers: Record<string, string>;
+  /** The body's JSON text as it was stored, when read back (a replay): sent byte for byte, never re-encoded. */
+  storedJson?: string;
 }
 
 /** Which endpoint a kind of mutating request claims its keys for, and the rule it checks under locks. */
@@ -87,13 +90,30 @@ export interface IdempotentRequest {
   accountId: string;
   key: string;
   body: JsonObject;
+  /** A condition the claim checks in its own statement before it writes or answers anything (see RequestGuard). */
+  guard?: RequestGuard;
+}
+
+/**
+ * A condition a request must meet, checked by its claiming statement in the same snapshot as everything
+ * else it reads, so it costs no statement of its own: the caller's API key still live, say, when this
+ * process took it on trust (see requireApiKey). When it fails, nothing is written or answered but `refusal`.
+ */
+export interface RequestGuard {
+  holds: RawBuilder<boolean>;
+  /** The same condition as a statement of its own: the careful way checks it first. */
+  check(db: DbOrTrx): Promise<boolean>;
+  /** Told what the claim found, once it knows. */
+  found(holds: boolean): void;
+  refusal(): ProblemError;
 }
 
 type Claim =
   | { kind: 'new' | 'resumed'; key: KeyRow; intent?: unknown }
   | { kind: 'finished'; outcome: 'new' | 'replayed'; response: StoredResponse }
   | { kind: 'in_use' }
-  | { kind: 'reused'; first: KeyRow };
+  | { kind: 'reused'; first: KeyRow }
+  | { kind: 'refused'; error: ProblemError };
 
 export interface IdempotencySettings {
   leaseSeconds: number;
@@ -111,11 +131,19 @@ const GIVE_BACK_FIRST_RETRY_MS = 100;
 const GIVE_BACK_RETRY_MAX_MS = 1000;
 const CHECK_VIOLATION = '23514';
 
-export const storedResponse = (row: KeyRow): StoredResponse => ({
-  status: row.response_status!,
-  body: row.response_body!,
-  headers: row.response_headers ?? {},
-});
+/** A finished key's answer: its body parsed only if someone reads it (a replay is sent as stored). */
+export function storedResponse(row: KeyRow): StoredResponse {
+  const storedJson = row.response_body!;
+  let body: JsonObject | undefined;
+  return {
+    status: row.response_status!,
+    headers: row.response_headers ?? {},
+    storedJson,
+    get body() {
+      return (body ??= JSON.parse(storedJson) as JsonObject);
+    },
+  };
+}
 
 export function createIdempotency(deps: { db: Db; settings: IdempotencySettings; logger: Logger }) {
   const { db, settings, logger } = deps;
@@ -176,7 +204,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const newKey = { ...req, id, leaseToken: randomUUID(), method: op.method, path: op.path, fingerprint };
       let row;
       try {
-        row = await givingBackIfUnanswered(autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent)), () => ({
+        row = await givingBackIfUnanswered(autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent, req.guard?.holds)), () => ({
           id,
           lease_token: newKey.leaseToken,
         }));
@@ -185,8 +213,10 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
         if ((err as { code?: string }).code === CHECK_VIOLATION) return claimCarefully(op, req, params, intent, fingerprint);
         throw err;
       }
-      // The intent cannot be written at once, or the key was inserted by another request just now.
+      // The intent cannot be written at once, the key was inserted by another request just now, or the
+      // request's guard failed.
       if (!row) return claimCarefully(op, req, params, intent, fingerprint);
+      req.guard?.found(true);
       if (row.claimed) return { kind: 'new', key: row, intent: row.intent };
       if (row.expired && row.recovery_point === 'finished') {
         // An expired key counts as absent at once, even before the reaper comes by. An unfinished one
@@ -223,6 +253,11 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
 
   /** Phase 1 the careful way: one transaction, the key's row locked, the request's rules checked under locks. */
   async function claimCarefully<P>(op: ClaimSpec<P>, req: IdempotentRequest, params: P, intent: Intent, fingerprint: string): Promise<Claim> {
+    if (req.guard) {
+      const holds = await autocommit(db, (conn) => req.guard!.check(conn));
+      req.guard.found(holds);
+      if (!holds) return { kind: 'refused', error: req.guard.refusal() };
+    }
     // The lease this transaction may have taken when its COMMIT goes unanswered.
     let taken: Pick<KeyRow, 'id' | 'lease_token'> | undefined;
     const leaseToken = randomUUID();
@@ -287,6 +322,8 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       throw new RequestInterruptedError(err, err instanceof CommitUnknownError ? 'unknown' : 'none');
     }
     switch (claimed.kind) {
+      case 'refused':
+        throw claimed.error;
       case 'finished':
         return { kind: 'done', result: { use: claimed.outcome, response: claimed.response } };
       case 'in_use':

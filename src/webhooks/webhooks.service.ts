@@ -113,7 +113,8 @@ export function createWebhookEndpointStory(deps: { db: Db; box: SecretBox; idemp
   };
   const reveal = (stored: StoredResponse): StoredResponse => {
     const { secret_sealed: sealed, ...endpoint } = stored.body;
-    return typeof sealed === 'string' ? { ...stored, body: { ...endpoint, secret: box.open(sealed) } } : stored;
+    // A new object, not a spread of the stored one: its stored text is the sealed secret's.
+    return typeof sealed === 'string' ? { status: stored.status, headers: stored.headers, body: { ...endpoint, secret: box.open(sealed) } } : stored;
   };
 
   /** From `intent_recorded`: the answer, stored with the key. A resumed request reads its endpoint back. */

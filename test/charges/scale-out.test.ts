@@ -8,6 +8,7 @@ import { charge, countRows, createGatedTestContext, ledgerFor, newKey, type Test
 import type { Gate } from '../helpers/gate.ts';
 import { expectProblem } from '../helpers/problem.ts';
 import request from 'supertest';
+import { hashApiKey } from '../../src/accounts/accounts.service.ts';
 
 let ctx: TestContext & { gate: Gate };
 const copies: BuiltApp[] = [];
@@ -75,5 +76,42 @@ describe('three api copies on one database', () => {
     expect(entries).toHaveLength(1);
     expect(entries[0]!.id).toBe(originals[0]!.r.body.processor_reference);
     expect(ctx.gate.arrived() - processorCallsBefore).toBe(1);
+  });
+
+  it('refuses a revoked key from its very next request on every copy, though each had seen it live: nothing written, nothing sent', async () => {
+    const { account, apiKey, auth } = await ctx.account();
+    const apps = [ctx.app, ...copies.map((c) => c.app)];
+    const post = (app: (typeof apps)[number], path: string, key: string, body: object) =>
+      request(app).post(path).set(auth).set('Idempotency-Key', key).send(body);
+    const revoke = (revoked_at: Date | null) =>
+      ctx.t.db.updateTable('api_keys').set({ revoked_at }).where('secret_hash', '=', hashApiKey(apiKey)).execute();
+    const earlier = { key: newKey(), id: '' };
+    earlier.id = (await post(ctx.app, '/v1/charges', earlier.key, charge())).body.id;
+    // Each way a request can be answered, as the first request after the revocation on every copy.
+    const ways: Record<string, (app: (typeof apps)[number]) => request.Test> = {
+      'a new charge': (app) => post(app, '/v1/charges', newKey(), charge()),
+      'a replay': (app) => post(app, '/v1/charges', earlier.key, charge()),
+      'a body that is refused': (app) => post(app, '/v1/charges', newKey(), { amount: -1 }),
+      'a refund': (app) => post(app, '/v1/refunds', newKey(), { charge: earlier.id, amount: 100 }),
+      'a refund of no charge': (app) => post(app, '/v1/refunds', newKey(), { charge: 'ch_nosuchcharge0000000000000', amount: 100 }),
+    };
+    for (const [way, send] of Object.entries(ways)) {
+      await revoke(null);
+      // Each copy sees the key live twice: the second time it takes it on trust from its memory.
+      for (const app of apps) {
+        for (let i = 0; i < 2; i += 1) expect((await post(app, '/v1/charges', newKey(), charge())).status).toBe(201);
+      }
+      const rowsBefore = await countRows(ctx, account.id);
+      const callsBefore = ctx.gate.arrived();
+      await revoke(new Date());
+      for (const app of apps) {
+        const answer = await send(app);
+        expect(answer.status, `${way}: ${JSON.stringify(answer.body)}`).toBe(401);
+        expectProblem(answer, 401, 'unauthenticated');
+      }
+      expect(await countRows(ctx, account.id), way).toEqual(rowsBefore);
+      expect(ctx.gate.arrived(), way).toBe(callsBefore);
+    }
+    expect(await ctx.t.db.selectFrom('refunds').select('id').where('account_id', '=', account.id).execute()).toEqual([]);
   });
 });

@@ -72,4 +72,26 @@ describe('statements per request', () => {
     expect(statements).toHaveLength(4);
     expect(statements.filter((s) => /for update|^\s*begin/i.test(s))).toEqual([]);
   });
+
+  it('without a rate limit, a key the api saw live costs no statement of its own: 2 for a new charge, 1 for a replay', async () => {
+    const plain = await createTestContext();
+    try {
+      const { auth } = await plain.account();
+      expect((await postCharge(plain, auth, newKey())).status).toBe(201); // the key, seen live
+      const key = newKey();
+      let first!: request.Response;
+      const created = await statementsOf(async () => {
+        first = await postCharge(plain, auth, key);
+      });
+      expect(first.status).toBe(201);
+      expect(created).toHaveLength(2);
+      const replayed = await statementsOf(async () => {
+        expect((await postCharge(plain, auth, key)).headers['idempotent-replayed']).toBe('true');
+      });
+      expect(replayed).toHaveLength(1);
+      expect(replayed[0]).toMatch(/api_keys/);
+    } finally {
+      await plain.destroy();
+    }
+  });
 });

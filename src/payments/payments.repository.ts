@@ -1,6 +1,6 @@
 // Queries that charges and refunds share: their rows have the same life (pending → succeeded | failed),
 // so one set of statements serves both tables. Every time comparison uses the database clock.
-import { type Selectable, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { cte } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { Changes } from '../idempotency/idempotency.repository.ts';
@@ -90,6 +90,9 @@ export async function finishPayment<Row extends PaymentRow>(
   return (await update.returningAll().executeTakeFirst()) as Row | undefined;
 }
 
+// The table names as they are written, once: kysely would parse them again on every compile.
+const TABLE: Record<PaymentTable, RawBuilder<unknown>> = { charges: sql.raw('charges'), refunds: sql.raw('refunds') };
+
 /**
  * finishPayment as the `change` of a request's finish in one statement (see Changes): changes the payment
  * only while the request holds its key's lease, and returns its id when it did.
@@ -97,10 +100,10 @@ export async function finishPayment<Row extends PaymentRow>(
 export function finishPaymentChange(table: PaymentTable, id: string, final: Final): Changes {
   const reference = final.processor_reference;
   const referenceFree = reference
-    ? sql`and not exists (select 1 from ${sql.table(table)} other where other.processor_reference = ${reference} and other.id <> ${id})`
+    ? sql`and not exists (select 1 from ${TABLE[table]} other where other.processor_reference = ${reference} and other.id <> ${id})`
     : sql``;
   return cte('change', ['lease'], (ref) => sql`
-    update ${sql.table(table)}
+    update ${TABLE[table]}
     set status = ${final.status}, processor_reference = ${reference}, failure_code = ${final.failure_code},
         failure_message = ${final.failure_message}, reconcile_since = null, updated_at = now()
     where id = ${id} and status = 'pending' and exists (select 1 from ${ref('lease')}) ${referenceFree}

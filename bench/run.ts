@@ -37,7 +37,7 @@
 // Prints a table (markdown) and writes every figure to bench/results.json. The working files (cluster,
 // logs) live in a temporary directory removed at the end, on failure and on Ctrl-C.
 import { createHash, randomUUID } from 'node:crypto';
-import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -145,6 +145,9 @@ interface Context extends Workspace {
   processorUrl: string;
   apiKey: string;
   accountId: string;
+  /** The node flags and compile cache every api starts with (see apiNodeFlags, fillCompileCache). */
+  apiNodeFlags: string[];
+  compileCache: string;
   warnings: string[];
   log(line: string): void;
 }
@@ -176,9 +179,31 @@ async function startChild(
   return { child, url, stop };
 }
 
+/**
+ * How production starts the api (the Dockerfile's CMD; package.json's start:api): its node flags (the heap
+ * bounds), read from package.json so the bench never runs another configuration than the one shipped.
+ */
+async function apiNodeFlags(): Promise<string[]> {
+  const { scripts } = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const words = scripts['start:api']?.split(/\s+/) ?? [];
+  if (words[0] !== 'node' || !words.includes('src/main.ts')) throw new Error(`package.json start:api is not "node [flags] src/main.ts api": ${scripts['start:api']}`);
+  return words.slice(1, words.indexOf('src/main.ts'));
+}
+
+/**
+ * Node's compile cache, filled before any api starts, as the image's build fills it (see Dockerfile): an api
+ * starts without stripping types or compiling, and its RSS is what it is in production.
+ */
+async function fillCompileCache(dir: string, baseEnv: NodeJS.ProcessEnv): Promise<string> {
+  const cache = path.join(dir, 'compile-cache');
+  await runOrThrow(process.execPath, ['src/main.ts', '--help'], { ...baseEnv, NODE_COMPILE_CACHE: cache });
+  return cache;
+}
+
 async function startApis(ctx: Context, label: string, extraEnv: Record<string, string> = {}) {
   const env = {
     ...ctx.baseEnv,
+    NODE_COMPILE_CACHE: ctx.compileCache,
     DATABASE_URL: ctx.cluster.url,
     PROCESSOR_URL: ctx.processorUrl,
     HOST: '127.0.0.1',
@@ -190,7 +215,10 @@ async function startApis(ctx: Context, label: string, extraEnv: Record<string, s
   };
   const apis = await Promise.all(
     Array.from({ length: ctx.settings.copies }, (_, i) =>
-      startChild(ctx, `api-${label}-${i + 1}`, '/readyz', (port) => ({ args: ['src/main.ts', 'api'], env: { ...env, PORT: String(port) } })),
+      startChild(ctx, `api-${label}-${i + 1}`, '/readyz', (port) => ({
+        args: [...ctx.apiNodeFlags, 'src/main.ts', 'api'],
+        env: { ...env, PORT: String(port) },
+      })),
     ),
   );
   return {
@@ -421,7 +449,20 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
     args: ['src/simulator/main.ts', '--port', String(port)],
     env: baseEnv,
   }));
-  const ctx: Context = { settings, dir, teardown, cluster, baseEnv, processorUrl: simulator.url, apiKey, accountId, warnings, log };
+  const ctx: Context = {
+    settings,
+    dir,
+    teardown,
+    cluster,
+    baseEnv,
+    processorUrl: simulator.url,
+    apiKey,
+    accountId,
+    apiNodeFlags: await apiNodeFlags(),
+    compileCache: await fillCompileCache(dir, baseEnv),
+    warnings,
+    log,
+  };
 
   const http = await httpCeiling(ctx);
   const db = await dbCeiling(ctx);
@@ -439,6 +480,7 @@ async function bench(settings: Settings, dir: string, teardown: Teardown): Promi
     reference,
     newChargeStatements: statements,
     protections,
+    apiCommand: ['node', ...ctx.apiNodeFlags, 'src/main.ts', 'api'].join(' '),
     apiPeakRssMb,
     apiRssAtStartMb,
     warnings,

@@ -70,6 +70,8 @@ export interface Results {
   /** What one new charge sends, most called first: calls per request and mean execution time. */
   newChargeStatements: (StatementStats & { perRequest: number })[];
   protections: { env: Record<string, string>; on: number; off: number; onRuns: number[]; offRuns: number[]; cost: number };
+  /** How each api copy was started: `node <flags> src/main.ts api`, the flags package.json's start:api has. */
+  apiCommand: string;
   /** Per api copy: VmHWM after the workloads. */
   apiPeakRssMb: number[];
   /** Per api copy: VmHWM once it answered /livez, before any load. */
@@ -182,7 +184,7 @@ export function renderReport(r: Results): string {
     `protections: median ${perSecond(r.protections.on)} req/s on (${r.protections.onRuns.map(perSecond).join(', ')}), ` +
       `${perSecond(r.protections.off)} req/s off (${r.protections.offRuns.map(perSecond).join(', ')}) ` +
       `(${Object.entries(r.protections.env).map(([k, v]) => `${k}=${v}`).join(' ')})`,
-    `api peak RSS: ${mb(r.apiPeakRssMb)} (${mb(r.apiRssAtStartMb)} when it started answering)`,
+    `api peak RSS: ${mb(r.apiPeakRssMb)} (${mb(r.apiRssAtStartMb)} when it started answering), started as \`${r.apiCommand}\` with a filled compile cache`,
     '',
     'statements one new charge sends (calls per request, mean ms):',
     ...r.newChargeStatements.map((x) => `  ${x.perRequest.toFixed(2)}  ${x.meanMs.toFixed(3)}  ${x.query.replace(/\s+/g, ' ').slice(0, 150)}`),

@@ -1,16 +1,12 @@
--- The database ceiling of `npm run bench`: the three statements the service sends for one new charge,
--- as it sends them (src/accounts, src/idempotency, src/payments), with no HTTP, no Node and no processor
--- around them. Run by pgbench -M prepared with -D account_id=... -D key_hash=...; pgbench variables are
--- written :name, and in prepared mode each one is sent as a parameter, as the service does.
+-- The database ceiling of `npm run bench`: the two statements the service sends for one new charge (with no
+-- rate limit, and a key the api has seen live: the claim checks it), as it sends them (src/idempotency,
+-- src/accounts, src/payments), with no HTTP, no Node and no processor around them. Run by pgbench -M
+-- prepared with -D account_id=... -D key_hash=...; pgbench variables are written :name, and in prepared
+-- mode each one is sent as a parameter, as the service does (it prepares its statements too).
 
 -- (A space follows every colon inside the JSON literals: pgbench would read `:name` as a variable.)
 
--- 1. Authenticate: the account of a live API key, by the key's SHA-256.
-select accounts.id, accounts.name, accounts.created_at, api_keys.secret_hash
-from api_keys inner join accounts on accounts.id = api_keys.account_id
-where api_keys.secret_hash = :key_hash and api_keys.revoked_at is null;
-
--- 2. Claim the key and record the intent (the pending charge) in one statement.
+-- 1. Claim the key and record the intent (the pending charge) in one statement, if the API key is live.
 with claimed as (
   insert into idempotency_keys
     (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
@@ -18,9 +14,10 @@ with claimed as (
   select gen_random_uuid(), :account_id, gen_random_uuid()::text, 'POST', '/v1/charges',
          md5(random()::text), '{"amount": 1000,"currency": "usd","source": "tok_visa"}'::jsonb,
          'intent_recorded', now(), gen_random_uuid(), now() + make_interval(secs => 86400)
-  where true
+  where true and exists (
+    select 1 from api_keys where secret_hash = :key_hash and account_id = :account_id and revoked_at is null)
   on conflict (account_id, key) do nothing
-  returning id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+  returning id, account_id, key, request_method, request_path, request_fingerprint,
             recovery_point, response_status, response_body, response_headers, lease_token
 ), intent as (
   insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
@@ -37,10 +34,11 @@ union all
 select k.id, k.lease_token, null, false, k.expires_at <= now(),
        k.locked_at is not null and k.locked_at > now() - make_interval(secs => 60), null
 from idempotency_keys k
-where k.account_id = :account_id and k.key = 'no such key'
+where k.account_id = :account_id and k.key = 'no such key' and exists (
+  select 1 from api_keys where secret_hash = :key_hash and account_id = :account_id and revoked_at is null)
 \gset
 
--- 3. Record the processor's answer, its event (with a delivery and its job for each endpoint that wants it:
+-- 2. Record the processor's answer, its event (with a delivery and its job for each endpoint that wants it:
 --    none here), and finish the key with the stored response, in one statement.
 with change as (
   update charges

@@ -1,6 +1,7 @@
 // The service as real child processes (`node src/main.ts <role>`), and a small HTTP client
 // that follows the API's retry rule: same Idempotency-Key after any 5xx, 409 or missing answer.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,7 +70,7 @@ process.on('exit', () => {
 });
 
 export interface StartOptions {
-  /** The command instead of `node src/main.ts <role>` (`node` is this Node), e.g. the Dockerfile's CMD. */
+  /** The command instead of package.json's for the role (`node` is this Node), e.g. the Dockerfile's CMD. */
   command?: string[];
   /** In a process group of its own, as a terminal runs a foreground job (signal the group with -pid). */
   detached?: boolean;
@@ -77,8 +78,19 @@ export interface StartOptions {
   without?: string[];
 }
 
+/**
+ * `node <flags> src/main.ts <role>` as package.json starts that role (`start:api`, `start:worker`, `start`):
+ * a test runs the process with the heap bounds production runs it with.
+ */
+function productionCommand(role: Role): string[] {
+  const { scripts } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const words = (role === 'all' ? scripts.start : scripts[`start:${role}`])?.split(/\s+/) ?? [];
+  const at = words.indexOf('src/main.ts');
+  return words[0] === 'node' && at > 0 && words[at + 1] === role ? words : ['node', 'src/main.ts', role];
+}
+
 export function startService(role: Role, env: Record<string, string>, options: StartOptions = {}): ServiceProcess {
-  const [program, ...args] = options.command ?? ['node', 'src/main.ts', role];
+  const [program, ...args] = options.command ?? productionCommand(role);
   // The per-key rate limit is off unless a test sets it (see buildApp); a worker's metrics listener takes
   // a free port, as several workers run on this one machine.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !options.without?.includes(name)));

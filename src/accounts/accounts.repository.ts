@@ -1,4 +1,5 @@
 import { type RawBuilder, type Selectable, sql } from 'kysely';
+import { compiledOnce, filled, slot, type SlotValues } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { AccountsTable } from '../db/schema.ts';
 
@@ -83,12 +84,20 @@ export async function findAccountCountingRequest(
   return { ...holder, limit: { counted: counted !== null, hits, reset_seconds: Math.max(1, reset_seconds) } };
 }
 
-/** Whether the key with this hash is live and is this account's, as a condition for another statement. */
-export const keyIsLive = (secretHash: string, accountId: string): RawBuilder<boolean> => sql<boolean>`exists (
-  select 1 from api_keys where secret_hash = ${secretHash} and account_id = ${accountId} and revoked_at is null)`;
+/**
+ * Whether the key with this hash is live and is this account's, as a condition for another statement,
+ * built once: its values are the slots `live_key_hash` and `live_key_account` (see liveKeyValues).
+ */
+export const KEY_IS_LIVE: RawBuilder<boolean> = sql<boolean>`exists (
+  select 1 from api_keys where secret_hash = ${slot('live_key_hash')} and account_id = ${slot('live_key_account')} and revoked_at is null)`;
 
-/** keyIsLive as a statement of its own. */
+export const liveKeyValues = (secretHash: string, accountId: string): SlotValues => ({ live_key_hash: secretHash, live_key_account: accountId });
+
+const keyCheckStatements = compiledOnce();
+
+/** KEY_IS_LIVE as a statement of its own. */
 export async function isKeyLive(db: DbOrTrx, secretHash: string, accountId: string): Promise<boolean> {
-  const { rows } = await sql<{ live: boolean }>`select ${keyIsLive(secretHash, accountId)} as live`.execute(db);
+  const compiled = keyCheckStatements([KEY_IS_LIVE], db, () => sql`select ${KEY_IS_LIVE} as live`);
+  const { rows } = await db.executeQuery<{ live: boolean }>(filled(compiled, liveKeyValues(secretHash, accountId)));
   return rows[0]?.live === true;
 }

@@ -10,8 +10,9 @@ import {
   insertAccount,
   insertApiKey,
   isKeyLive,
-  keyIsLive,
+  KEY_IS_LIVE,
   type KeyHolder,
+  liveKeyValues,
   type RateLimit,
 } from './accounts.repository.ts';
 
@@ -76,7 +77,8 @@ export interface TrustedKey extends RequestGuard {
 export function trustedKey(db: Db, secretHash: string, accountId: string, forget: () => void): TrustedKey {
   let live: boolean | undefined;
   const trusted: TrustedKey = {
-    holds: keyIsLive(secretHash, accountId),
+    holds: KEY_IS_LIVE,
+    values: liveKeyValues(secretHash, accountId),
     check: (conn) => isKeyLive(conn, secretHash, accountId),
     found(holds) {
       live = holds;

@@ -1,5 +1,5 @@
 import { type Selectable, sql } from 'kysely';
-import { cte } from '../db/ctes.ts';
+import { cte, slot } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { ChargesTable } from '../db/schema.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
@@ -36,19 +36,30 @@ export async function listCharges(db: DbOrTrx, accountId: string, limit: number,
   return query.execute();
 }
 
+// A new charge's intent, built once: its values are slots (see chargeIntent).
+const CHARGE_INTENT = cte('intent', ['claimed'], (ref) => sql`
+  insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
+                       status, processor_idempotency_key)
+  select ${slot('charge_id')}, claimed.account_id, claimed.id, ${slot('charge_amount')}::bigint, ${slot('charge_currency')},
+         ${slot('charge_source')}, ${slot('charge_description')}::text, ${slot('charge_metadata')}::jsonb,
+         'pending', 'charge_' || claimed.id
+  from ${ref('claimed')} claimed
+  returning *`);
+
 /**
  * A new charge, pending, as the intent of the statement that claims its key (`claimed`). Its processor key
  * is derived from our key row, so every retry, resume and later settle reuses it.
  */
 export function chargeIntent(id: string, params: CreateChargeParams): Intent {
   return {
-    ctes: cte('intent', ['claimed'], (ref) => sql`
-      insert into charges (id, account_id, idempotency_key_id, amount, currency, source, description, metadata,
-                           status, processor_idempotency_key)
-      select ${id}, claimed.account_id, claimed.id, ${params.amount}::bigint, ${params.currency},
-             ${params.source}, ${params.description ?? null}::text, ${JSON.stringify(params.metadata ?? {})}::jsonb,
-             'pending', 'charge_' || claimed.id
-      from ${ref('claimed')} claimed
-      returning *`),
+    ctes: CHARGE_INTENT,
+    values: {
+      charge_id: id,
+      charge_amount: params.amount,
+      charge_currency: params.currency,
+      charge_source: params.source,
+      charge_description: params.description ?? null,
+      charge_metadata: JSON.stringify(params.metadata ?? {}),
+    },
   };
 }

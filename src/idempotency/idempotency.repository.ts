@@ -1,6 +1,6 @@
 // Queries on idempotency_keys. Every time comparison uses the database clock, never this process's.
 import { type RawBuilder, type Selectable, sql } from 'kysely';
-import { type Ctes, cte, followedBy, withClause } from '../db/ctes.ts';
+import { compiledOnce, type Ctes, cte, filled, followedBy, slot, type SlotValues, withClause } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { IdempotencyKeysTable, JsonObject } from '../db/schema.ts';
 
@@ -76,7 +76,10 @@ export async function insertKeyIfAbsent(db: DbOrTrx, k: NewKey, ttlSeconds: numb
     .executeTakeFirst();
 }
 
-/** The local rows of a new request, written by the statement that claims its key. */
+/**
+ * The local rows of a new request, written by the statement that claims its key. Its pieces are built
+ * once (module constants whose values are slots: see Slot in db/ctes.ts), and `values` fills them in.
+ */
 export interface Intent {
   /**
    * CTEs that define `intent` (and may define more), reading the new key from `claimed` (`id`,
@@ -86,52 +89,91 @@ export interface Intent {
   ctes: Ctes<'intent', 'claimed'>;
   /** Whether the request can be recorded at once; when false, nothing at all is written. */
   when?: RawBuilder<boolean>;
+  /** The values of the slots of `ctes` and `when`. */
+  values: SlotValues;
+}
+
+/** A condition the claim checks in its snapshot (see RequestGuard), built once, with its slots' values. */
+export interface Guard {
+  holds: RawBuilder<boolean>;
+  values: SlotValues;
 }
 
 export type ClaimedRow = KeyState & { claimed: boolean; intent: unknown };
+
+const ALWAYS = sql<boolean>`true`;
+const claimStatements = compiledOnce();
 
 /**
  * The first phase in one statement, no row locks: inserts the key with a fresh lease and, in the same
  * statement, the request's own rows (`intent`). When the key exists, returns it as it was (with its
  * expiry and lease read by the database clock) and writes nothing. No row at all: `when` said no, or
  * another request inserted the key after this statement's snapshot, or `guard` does not hold (it is
- * checked on both ways, in the statement's one snapshot); the caller then decides under locks.
+ * checked on both ways, in the statement's one snapshot); the caller then decides under locks. The
+ * statement is built and compiled once per kind of intent and guard; each request only fills it in.
  */
 export async function claimKeyWithIntent(
   db: DbOrTrx,
   k: NewKey & { id: string; leaseToken: string },
   settings: { ttlSeconds: number; leaseSeconds: number },
   intent: Intent,
-  guard: RawBuilder<boolean> = sql<boolean>`true`,
+  guard?: Guard,
 ): Promise<ClaimedRow | undefined> {
-  const claimed = cte('claimed', [], () => sql`
-    insert into idempotency_keys
-      (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
-       recovery_point, locked_at, lease_token, expires_at)
-    select ${k.id}::uuid, ${k.accountId}, ${k.key}, ${k.method}, ${k.path}, ${k.fingerprint}, ${JSON.stringify(k.body)}::jsonb,
-           'intent_recorded', now(), ${k.leaseToken}::uuid, now() + make_interval(secs => ${settings.ttlSeconds})
-    where ${intent.when ?? sql<boolean>`true`} and ${guard}
-    on conflict (account_id, key) do nothing
-    returning ${INSERTED_COLUMNS}`);
-  const w = withClause(followedBy(claimed, intent.ctes));
-  const { rows } = await sql<ClaimedRow>`
-    ${w.sql}
-    select ${CLAIMED_COLUMNS}, true as claimed, false as expired, true as leased,
-           (select row_to_json(intent) from ${w.ref('intent')} intent) as intent
-    from ${w.ref('claimed')} claimed
-    union all
-    select ${EXISTING_COLUMNS}, false, k.expires_at <= now(),
-           k.locked_at is not null and k.locked_at > now() - make_interval(secs => ${settings.leaseSeconds}), null
-    from idempotency_keys k
-    where k.account_id = ${k.accountId} and k.key = ${k.key} and ${guard}`.execute(db);
+  const when = intent.when ?? ALWAYS;
+  const holds = guard?.holds ?? ALWAYS;
+  const compiled = claimStatements([intent.ctes, when, holds], db, () => {
+    const claimed = cte('claimed', [], () => sql`
+      insert into idempotency_keys
+        (id, account_id, key, request_method, request_path, request_fingerprint, request_body,
+         recovery_point, locked_at, lease_token, expires_at)
+      select ${slot('claim_id')}::uuid, ${slot('claim_account')}, ${slot('claim_key')}, ${slot('claim_method')},
+             ${slot('claim_path')}, ${slot('claim_fingerprint')}, ${slot('claim_body')}::jsonb, 'intent_recorded', now(),
+             ${slot('claim_lease')}::uuid, now() + make_interval(secs => ${slot('claim_ttl')})
+      where ${when} and ${holds}
+      on conflict (account_id, key) do nothing
+      returning ${INSERTED_COLUMNS}`);
+    const w = withClause(followedBy(claimed, intent.ctes));
+    return sql`
+      ${w.sql}
+      select ${CLAIMED_COLUMNS}, true as claimed, false as expired, true as leased,
+             (select row_to_json(intent) from ${w.ref('intent')} intent) as intent
+      from ${w.ref('claimed')} claimed
+      union all
+      select ${EXISTING_COLUMNS}, false, k.expires_at <= now(),
+             k.locked_at is not null and k.locked_at > now() - make_interval(secs => ${slot('claim_lease_seconds')}), null
+      from idempotency_keys k
+      where k.account_id = ${slot('claim_account')} and k.key = ${slot('claim_key')} and ${holds}`;
+  });
+  const { rows } = await db.executeQuery<ClaimedRow>(
+    filled(compiled, {
+      claim_id: k.id,
+      claim_account: k.accountId,
+      claim_key: k.key,
+      claim_method: k.method,
+      claim_path: k.path,
+      claim_fingerprint: k.fingerprint,
+      claim_body: JSON.stringify(k.body),
+      claim_lease: k.leaseToken,
+      claim_ttl: settings.ttlSeconds,
+      claim_lease_seconds: settings.leaseSeconds,
+      ...intent.values,
+      ...guard?.values,
+    }),
+  );
   // Both rows only when a key that expired was deleted between the snapshot and the insert: ours is new.
   return rows.find((r) => r.claimed) ?? rows[0];
 }
 
+const intentStatements = compiledOnce();
+
 /** The intent of a request whose key was claimed inside a transaction (the careful way). */
 export async function recordIntentOf(db: DbOrTrx, keyId: string, intent: Intent): Promise<void> {
-  const w = withClause(followedBy(cte('claimed', [], () => sql`select id, account_id from idempotency_keys where id = ${keyId}`), intent.ctes));
-  await sql`${w.sql} select count(*) from ${w.ref('intent')}`.execute(db);
+  const compiled = intentStatements([intent.ctes], db, () => {
+    const claimed = cte('claimed', [], () => sql`select id, account_id from idempotency_keys where id = ${slot('claimed_key_id')}`);
+    const w = withClause(followedBy(claimed, intent.ctes));
+    return sql`${w.sql} select count(*) from ${w.ref('intent')}`;
+  });
+  await db.executeQuery(filled(compiled, { claimed_key_id: keyId, ...intent.values }));
 }
 
 /** Whether the account holds this key, unexpired (its request was made already). */

@@ -10,7 +10,6 @@
 // knows nothing of what the call is or what the answers mean. Everything after begin goes inside run or
 // drive, which give the lease back on any error.
 import { randomUUID } from 'node:crypto';
-import type { RawBuilder } from 'kysely';
 import { autocommit, type Db, type DbOrTrx, inTransaction } from '../db/database.ts';
 import type { JsonObject } from '../db/schema.ts';
 import { CommitUnknownError, databaseTrouble, ProblemError, RequestInterruptedError } from '../errors.ts';
@@ -24,6 +23,7 @@ import {
   deleteKey,
   finishKey,
   finishKeyWith,
+  type Guard,
   keyExists,
   insertKeyIfAbsent,
   type Intent,
@@ -99,8 +99,7 @@ export interface IdempotentRequest {
  * else it reads, so it costs no statement of its own: the caller's API key still live, say, when this
  * process took it on trust (see requireApiKey). When it fails, nothing is written or answered but `refusal`.
  */
-export interface RequestGuard {
-  holds: RawBuilder<boolean>;
+export interface RequestGuard extends Guard {
   /** The same condition as a statement of its own: the careful way checks it first. */
   check(db: DbOrTrx): Promise<boolean>;
   /** Told what the claim found, once it knows. */
@@ -204,7 +203,7 @@ export function createIdempotency(deps: { db: Db; settings: IdempotencySettings;
       const newKey = { ...req, id, leaseToken: randomUUID(), method: op.method, path: op.path, fingerprint };
       let row;
       try {
-        row = await givingBackIfUnanswered(autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent, req.guard?.holds)), () => ({
+        row = await givingBackIfUnanswered(autocommit(db, (conn) => claimKeyWithIntent(conn, newKey, settings, intent, req.guard)), () => ({
           id,
           lease_token: newKey.leaseToken,
         }));

@@ -1,5 +1,5 @@
 import { type Selectable, sql } from 'kysely';
-import { cte, followedBy } from '../db/ctes.ts';
+import { cte, followedBy, slot } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { RefundsTable } from '../db/schema.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
@@ -71,22 +71,33 @@ export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<
  * constraint fails the later statement, which then goes the careful way too.
  */
 export function refundIntent(id: string, accountId: string, params: CreateRefundParams): Intent {
-  const amount = sql`coalesce(${params.amount ?? null}::bigint, c.amount - c.amount_refunded)`;
   return {
-    when: sql<boolean>`exists (select 1 from charges c
-      where c.id = ${params.charge} and c.account_id = ${accountId} and c.status = 'succeeded'
-        and c.amount_refunded < c.amount and c.amount_refunded + ${amount} <= c.amount)`,
-    ctes: followedBy(
-      cte('intent', ['claimed'], (ref) => sql`
-        insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
-                             processor_idempotency_key)
-        select ${id}, c.account_id, c.id, claimed.id, ${amount}, c.currency, ${params.reason ?? null}::text,
-               'pending', 'refund_' || claimed.id
-        from ${ref('claimed')} claimed join charges c on c.id = ${params.charge} and c.account_id = claimed.account_id
-        returning *`),
-      cte('held', ['intent'], (ref) => sql`
-        update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
-        from ${ref('intent')} intent where c.id = intent.charge_id`),
-    ),
+    when: REFUND_FITS,
+    ctes: REFUND_INTENT,
+    values: {
+      refund_id: id,
+      refund_account: accountId,
+      refund_charge: params.charge,
+      refund_amount: params.amount ?? null,
+      refund_reason: params.reason ?? null,
+    },
   };
 }
+
+// A refund's intent and its condition, built once: their values are slots (see refundIntent).
+const REFUND_AMOUNT = sql`coalesce(${slot('refund_amount')}::bigint, c.amount - c.amount_refunded)`;
+const REFUND_FITS = sql<boolean>`exists (select 1 from charges c
+  where c.id = ${slot('refund_charge')} and c.account_id = ${slot('refund_account')} and c.status = 'succeeded'
+    and c.amount_refunded < c.amount and c.amount_refunded + ${REFUND_AMOUNT} <= c.amount)`;
+const REFUND_INTENT = followedBy(
+  cte('intent', ['claimed'], (ref) => sql`
+    insert into refunds (id, account_id, charge_id, idempotency_key_id, amount, currency, reason, status,
+                         processor_idempotency_key)
+    select ${slot('refund_id')}, c.account_id, c.id, claimed.id, ${REFUND_AMOUNT}, c.currency, ${slot('refund_reason')}::text,
+           'pending', 'refund_' || claimed.id
+    from ${ref('claimed')} claimed join charges c on c.id = ${slot('refund_charge')} and c.account_id = claimed.account_id
+    returning *`),
+  cte('held', ['intent'], (ref) => sql`
+    update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
+    from ${ref('intent')} intent where c.id = intent.charge_id`),
+);

@@ -1,7 +1,7 @@
 // Queries on webhook endpoints and deliveries. A delivery's job is a row of pg-boss's `webhook` queue made
 // by our own INSERT, so it can be written in the same statement as the event (see deliveriesOf).
 import { type RawBuilder, type Selectable, sql } from 'kysely';
-import { cte, followedBy } from '../db/ctes.ts';
+import { cte, followedBy, slot } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import { JOB_SCHEMA, WEBHOOK_QUEUE } from '../db/job-queue.ts';
 import type { WebhookDeliveriesTable, WebhookDeliveryAttemptsTable, WebhookEndpointsTable } from '../db/schema.ts';
@@ -56,14 +56,19 @@ export function deliveriesOf(windowSeconds: number): EventFanOut {
  */
 export function endpointIntent(id: string, params: CreateWebhookEndpointParams, sealedSecret: string): Intent {
   return {
-    when: sql<boolean>`false`,
-    ctes: cte('intent', ['claimed'], (ref) => sql`
-      insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
-      select ${id}, claimed.account_id, claimed.id, ${params.url}, ${params.enabled_events}::text[], ${sealedSecret}
-      from ${ref('claimed')} claimed
-      returning *`),
+    when: NEVER_AT_ONCE,
+    ctes: ENDPOINT_INTENT,
+    values: { endpoint_id: id, endpoint_url: params.url, endpoint_events: params.enabled_events, endpoint_secret: sealedSecret },
   };
 }
+
+const NEVER_AT_ONCE = sql<boolean>`false`;
+const ENDPOINT_INTENT = cte('intent', ['claimed'], (ref) => sql`
+  insert into webhook_endpoints (id, account_id, idempotency_key_id, url, enabled_events, secret_ciphertext)
+  select ${slot('endpoint_id')}, claimed.account_id, claimed.id, ${slot('endpoint_url')}, ${slot('endpoint_events')}::text[],
+         ${slot('endpoint_secret')}
+  from ${ref('claimed')} claimed
+  returning *`);
 
 /**
  * Inside a transaction: how many endpoints the account has, its creates serialised. NO KEY UPDATE on the

@@ -30,5 +30,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT ?? 3000}/livez`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Node itself is PID 1 and handles SIGTERM: `docker stop` drains in-flight requests, then exits 0. The heap
 # bounds are package.json's start:api (see docs/SCALING.md, Memory): semi-spaces of 4 MB and an old space of
-# 96 MB, which hold the api under ~150 MB of RSS at saturation.
+# 96 MB, which hold the api's RSS around 150 MB at saturation (322 MB and more without them).
 CMD ["node", "--max-semi-space-size=4", "--max-old-space-size=96", "src/main.ts", "api"]

@@ -43,11 +43,6 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(requestIdAndContext(config.REQUEST_TIMEOUT_MS));
   app.use(requestLog(logger, metrics));
-  app.use(healthRoutes({ readiness: deps.readiness, health: deps.health }));
-  app.use(docsRoutes());
-  app.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
 
   const v1 = express.Router();
   v1.use(rememberMountPath());
@@ -80,7 +75,13 @@ export function createApp(deps: AppDeps): Express {
       lookupTimeoutMs: Math.min(2000, config.REQUEST_TIMEOUT_MS / 2),
     }),
   );
+  // The API first: its requests, nearly all of them, then pass no other router on the way.
   app.use('/v1', v1);
+  app.use(healthRoutes({ readiness: deps.readiness, health: deps.health }));
+  app.use(docsRoutes());
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
 
   app.use(notFoundHandler());
   app.use(errorHandler(logger));

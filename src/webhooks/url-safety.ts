@@ -1,50 +1,42 @@
 // Where a webhook may be sent. A URL given by a client must not make us a proxy into our own network
-// (SSRF): loopback, private, link-local and other non-public addresses are refused, when the endpoint is
+// (SSRF): every address that is not public (see isPublicAddress) is refused, when the endpoint is
 // made (its host resolved) and again at every delivery, on the very address the connection goes to, so a
 // name that resolves elsewhere later cannot point us inward. WEBHOOK_ALLOW_PRIVATE_URLS lifts it.
 import { type LookupAddress, type LookupOptions, lookup } from 'node:dns';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
+import os from 'node:os';
+import ipaddr from 'ipaddr.js';
 
-// One list per family: a BlockList also matches IPv4 addresses against IPv4-mapped IPv6 rules.
-const NOT_PUBLIC_V4 = new BlockList();
-const NOT_PUBLIC_V6 = new BlockList();
-for (const [network, prefix] of [
-  ['0.0.0.0', 8], // "this network"; 0.0.0.0 reaches the local host
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10], // carrier-grade NAT
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16], // link-local, cloud metadata services
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['224.0.0.0', 4], // multicast
-  ['240.0.0.0', 4], // reserved, broadcast
-] as const) {
-  NOT_PUBLIC_V4.addSubnet(network, prefix, 'ipv4');
-}
-for (const [network, prefix] of [
-  ['::', 96], // unspecified, loopback, and the old IPv4-compatible form
-  ['::ffff:0:0', 96], // IPv4-mapped: whatever it maps to, refused rather than parsed again
-  ['::ffff:0:0:0', 96], // IPv4-translated
-  ['64:ff9b::', 96], // NAT64: may map to a private IPv4 address
-  ['64:ff9b:1::', 48], // local-use NAT64
-  ['100::', 64], // discard-only
-  ['2001::', 32], // Teredo: tunnels to an embedded IPv4 address
-  ['2001:db8::', 32], // documentation
-  ['2002::', 16], // 6to4: embeds an IPv4 address, possibly a private one
-  ['fec0::', 10], // site-local (deprecated, still routed by some)
-  ['fc00::', 7], // unique local
-  ['fe80::', 10], // link-local
-  ['ff00::', 8], // multicast
-] as const) {
-  NOT_PUBLIC_V6.addSubnet(network, prefix, 'ipv6');
-}
-
+/**
+ * Whether an address is on the public internet: ipaddr.js's classification (`range()`), which covers IANA's
+ * special-purpose registries for IPv4 and IPv6 (loopback, private, shared, link-local, documentation,
+ * benchmarking, reserved, multicast, the translation and tunnel prefixes that embed an IPv4 address), must
+ * say `unicast`, and the address must not be one of this host's own interfaces (a host may well have a
+ * public address on one). An IPv4-mapped IPv6 address is refused, whatever it maps to.
+ */
 export function isPublicAddress(address: string): boolean {
-  const family = isIP(address);
-  if (family === 0) return false;
-  return family === 4 ? !NOT_PUBLIC_V4.check(address, 'ipv4') : !NOT_PUBLIC_V6.check(address, 'ipv6');
+  if (isIP(address) === 0) return false;
+  const parsed = ipaddr.parse(address);
+  if (parsed.range() !== 'unicast' || isOwnAddress(parsed)) return false;
+  // The deprecated IPv4-compatible form (::a.b.c.d, RFC 4291), which ipaddr.js counts as unicast: some
+  // stacks still route it to the IPv4 address it embeds.
+  return !(parsed instanceof ipaddr.IPv6 && parsed.match(IPV4_COMPATIBLE));
+}
+
+const IPV4_COMPATIBLE = ipaddr.parseCIDR('::/96') as [ipaddr.IPv6, number];
+
+/** One of this host's interface addresses, read afresh (interfaces come and go). */
+function isOwnAddress(address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+  const normalized = address.toNormalizedString();
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const own of addresses ?? []) {
+      const bare = own.address.split('%')[0]!;
+      if (isIP(bare) === 0) continue;
+      const parsed = ipaddr.parse(bare);
+      if (parsed.kind() === address.kind() && parsed.toNormalizedString() === normalized) return true;
+    }
+  }
+  return false;
 }
 
 /** The host of a URL as an address when it is one (`[::1]` → `::1`), else undefined. */
@@ -59,7 +51,10 @@ export class AddressRefusedError extends Error {
 
 // A name's internal address is not repeated back: the answer must not map our network for a client.
 const refusal = (host: string, address: string) =>
-  new AddressRefusedError(host === address ? `${address} is not a public address` : `${host} resolves to an address that is not public`);
+  new AddressRefusedError(
+    `${host === address ? `${address} is not a public address` : `${host} resolves to an address that is not public`} ` +
+      '(WEBHOOK_ALLOW_PRIVATE_URLS=true allows such addresses, for development)',
+  );
 
 /**
  * A `lookup` for http.request that connects only to public addresses: the check is made on the addresses

@@ -32,7 +32,7 @@ export interface Receiver {
   reopen(): Promise<void>;
 }
 
-export async function startReceiver(options: { port?: number; secret?: string; failEvery?: number } = {}): Promise<Receiver> {
+export async function startReceiver(options: { port?: number; host?: string; secret?: string; failEvery?: number } = {}): Promise<Receiver> {
   let secret = options.secret;
   let failing = 0;
   let failStatus = 500;
@@ -70,7 +70,7 @@ export async function startReceiver(options: { port?: number; secret?: string; f
   const listen = (port: number) =>
     new Promise<number>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+      server.listen(port, options.host ?? '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
     });
   const port = await listen(options.port ?? 0);
 

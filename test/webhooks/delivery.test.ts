@@ -3,6 +3,7 @@
 // Standard Webhooks specification says, retried until the receiver takes it, dead-lettered after the
 // window, redelivered by the operator command.
 import { execFile } from 'node:child_process';
+import os from 'node:os';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import request from 'supertest';
@@ -160,11 +161,66 @@ describe('webhook delivery', () => {
       const [delivery] = (await request(ctx.app).get(`/v1/events/${event.id}/deliveries`).set(auth)).body.data;
       expect(delivery.status).toBe('pending');
       expect(delivery.attempts[0]).toMatchObject({ response_status: null });
-      expect(delivery.attempts[0].error).toBe('ERR_WEBHOOK_ADDRESS_REFUSED: localhost resolves to an address that is not public');
+      expect(delivery.attempts[0].error).toBe('ERR_WEBHOOK_ADDRESS_REFUSED: localhost resolves to an address that is not public (WEBHOOK_ALLOW_PRIVATE_URLS=true allows such addresses, for development)');
       expect(receiver.received).toEqual([]);
     } finally {
       await strict.close();
     }
+  });
+
+  it("refuses at delivery every spelling of an address that is not public and this host's own, so nothing reaches a listener on every interface", async () => {
+    // Made while private addresses were allowed: each of these reaches the listener below from this host.
+    ctx = await createTestContext({ ...WEBHOOKS_AT_TEST_SPEED, WORKER_ENABLED: 'false', WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
+    receiver = await startReceiver({ host: '0.0.0.0' });
+    const { auth } = await ctx.account();
+    const port = new URL(receiver.url).port;
+    const own = Object.values(os.networkInterfaces())
+      .flat()
+      .filter((a) => a && !a.internal && a.family === 'IPv4')
+      .map((a) => a!.address);
+    expect(own.length, 'this host has an interface address besides loopback').toBeGreaterThan(0);
+    const urls = [
+      `http://192.0.2.2:${port}/hooks`,
+      `http://3221225986:${port}/hooks`,
+      `http://0xc0.0.2.2:${port}/hooks`,
+      `http://192.0.2.2.:${port}/hooks`,
+      `http://198.51.100.7:${port}/hooks`,
+      `http://203.0.113.9:${port}/hooks`,
+      `http://192.88.99.1:${port}/hooks`,
+      ...own.map((address) => `http://${address}:${port}/hooks`),
+    ];
+    for (const url of urls) await makeEndpoint(ctx, auth, url);
+    // ...delivered by a worker that does not allow them.
+    const strict = await buildApp({ pool: ctx.t.pool }, { PROCESSOR_URL: ctx.simulator.url, ...FAST_JOBS, WEBHOOK_RETRY_DELAY_MS: '100' });
+    const deliveries = async (eventId: string) =>
+      (await request(ctx!.app).get(`/v1/events/${eventId}/deliveries`).set(auth)).body.data as {
+        status: string;
+        attempt_count: number;
+        attempts: { error: string | null; response_status: number | null }[];
+      }[];
+    let eventId: string;
+    try {
+      const worker = strict.service.worker();
+      await worker.start();
+      await postCharge(ctx, auth, newKey());
+      eventId = (await request(ctx.app).get('/v1/events').set(auth)).body.data[0].id;
+      await expect
+        .poll(async () => (await deliveries(eventId)).filter((d) => d.attempt_count >= 1).length, { timeout: 20_000, interval: 100 })
+        .toBe(urls.length);
+      await worker.stop();
+    } finally {
+      await strict.close();
+    }
+    for (const delivery of await deliveries(eventId)) {
+      expect(delivery.status).toBe('pending');
+      expect(delivery.attempts[0]!.response_status).toBeNull();
+      expect(delivery.attempts[0]!.error).toMatch(/^ERR_WEBHOOK_ADDRESS_REFUSED: \S+ is not a public address \(WEBHOOK_ALLOW_PRIVATE_URLS=true allows/);
+    }
+    expect(receiver.received).toEqual([]);
+    // The refusal is what kept them out: the context's own worker, which allows private addresses, reaches the listener.
+    const lenient = await ctx.startWorker();
+    await expect.poll(() => receiver!.received.length, { timeout: 20_000, interval: 100 }).toBeGreaterThan(0);
+    await lenient.stop();
   });
 
   it('does nothing for a stale job, ends a delivery whose endpoint was disabled, and records a secret it cannot open as a failed attempt', async () => {

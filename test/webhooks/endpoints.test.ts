@@ -3,6 +3,7 @@
 // encrypted), listed, read and deleted per account; URLs that would point the service inward refused
 // with nothing written.
 import { sql } from 'kysely';
+import os from 'node:os';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSecretBox } from '../../src/webhooks/secrets.ts';
@@ -92,12 +93,28 @@ describe('webhook endpoints', () => {
       'http://[2002:7f00:1::]/hooks',
       'http://[::127.0.0.1]/hooks',
       'http://2130706433/hooks',
+      // Documentation and relay ranges, in every spelling the URL parser turns into one of them.
+      'http://192.0.2.2:8080/hooks',
+      'http://3221225986:8080/hooks',
+      'http://0xc0.0.2.2:8080/hooks',
+      'http://192.0.2.2.:8080/hooks',
+      'http://198.51.100.7/hooks',
+      'http://203.0.113.9/hooks',
+      'http://192.88.99.1/hooks',
+      'http://[2001:db8::1]/hooks',
+      // This host's own interfaces, whatever their range.
+      ...Object.values(os.networkInterfaces())
+        .flat()
+        .filter((a) => a && !a.internal)
+        .map((a) => (a!.family === 'IPv6' ? `http://[${a!.address.split('%')[0]}]/hooks` : `http://${a!.address}/hooks`)),
     ];
     for (const url of refused) {
       const res = await post(ctx, auth, { url, enabled_events: ['*'] });
       expectProblem(res, 400, 'validation_failed');
       expect(res.body.errors[0].path).toBe('url');
-      expect(res.body.errors[0].message).toMatch(/^(\S+ is not a public address|localhost resolves to an address that is not public)$/);
+      expect(res.body.errors[0].message, url).toMatch(
+        /^(\S+ is not a public address|localhost resolves to an address that is not public) \(WEBHOOK_ALLOW_PRIVATE_URLS=true allows such addresses, for development\)$/,
+      );
     }
     for (const [url, message] of [
       ['ftp://example.com/hooks', /http or https/],

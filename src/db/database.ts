@@ -174,8 +174,9 @@ async function boundedQuery(
   values: unknown[] | undefined,
   deadline: number | undefined,
   inTransaction: boolean,
+  replanned = false,
 ): Promise<pg.QueryResult> {
-  const name = values?.length ? statementName(text) : undefined;
+  const prepared = values?.length ? preparedStatement(text) : undefined;
   let timeout: { query_timeout?: number } = {};
   if (deadline !== undefined) {
     const left = Math.floor(deadline - Date.now());
@@ -183,18 +184,19 @@ async function boundedQuery(
     timeout = { query_timeout: left + READ_TIMEOUT_MARGIN_MS };
   }
   try {
-    return await query({ text, values, name, ...timeout } as pg.QueryConfig);
+    return await query({ text: prepared?.sent ?? text, values, name: prepared?.name, ...timeout } as pg.QueryConfig);
   } catch (err) {
     if (deadline !== undefined && (err as Error).message === 'Query read timeout') {
       throw new StatementUnansweredError('the database did not answer the statement before the deadline', { cause: err });
     }
-    if (name && isPlanOfChangedTable(err)) {
+    if (prepared && isPlanOfChangedTable(err)) {
       // A table this prepared statement reads changed shape (a migration added a column to a `select *`):
-      // the server refused it before running it. Its text gets a new name, prepared afresh on every
-      // connection. On its own it runs again at once; in a transaction (which the refusal ended) the
-      // whole transaction runs again, like any conflict the server rolled back.
-      statementNames.delete(text);
-      if (!inTransaction) return boundedQuery(query, text, values, deadline, inTransaction);
+      // the server refused it before running it. It is prepared again, under a new name and with a
+      // text of its own (a pooler that shares server-side statements by their text, as PgBouncer does,
+      // then prepares it again too). On its own it runs again once, at once; in a transaction (which
+      // the refusal ended) the whole transaction runs again, like any conflict the server rolled back.
+      prepareAgain(text, prepared);
+      if (!inTransaction && !replanned) return boundedQuery(query, text, values, deadline, inTransaction, true);
       throw new StatementReplannedError('a prepared statement outlived its table\'s shape; prepared again', { cause: err });
     }
     throw err;
@@ -207,21 +209,35 @@ async function boundedQuery(
  * and planning every call. A statement with parameters is one statement, never a script; the texts are
  * the code's own shapes (values travel apart), and past MAX_NAMED_STATEMENTS a new text goes unnamed.
  */
-const statementNames = new Map<string, string>();
+interface Prepared {
+  name: string;
+  /** The text sent: the code's own, or, once prepared again, the same with a comment that tells it apart. */
+  sent: string;
+}
+const preparedStatements = new Map<string, Prepared>();
 const MAX_NAMED_STATEMENTS = 500;
 let statementsNamed = 0;
 
-function statementName(text: string): string | undefined {
-  let name = statementNames.get(text);
-  if (name === undefined && statementNames.size < MAX_NAMED_STATEMENTS) {
-    name = `s${(statementsNamed += 1)}`;
-    statementNames.set(text, name);
+function preparedStatement(text: string): Prepared | undefined {
+  let prepared = preparedStatements.get(text);
+  if (prepared === undefined && preparedStatements.size < MAX_NAMED_STATEMENTS) {
+    prepared = { name: `s${(statementsNamed += 1)}`, sent: text };
+    preparedStatements.set(text, prepared);
   }
-  return name;
+  return prepared;
 }
 
+/** A new name and text for a statement the server refused to run as prepared (unless a caller did so already). */
+function prepareAgain(text: string, refused: Prepared): void {
+  if (preparedStatements.get(text) !== refused) return;
+  const name = `s${(statementsNamed += 1)}`;
+  preparedStatements.set(text, { name, sent: `${text}\n/* prepared again as ${name} */` });
+}
+
+// The server's own function name says it whatever the language of its messages (lc_messages).
 const isPlanOfChangedTable = (err: unknown) =>
-  (err as { code?: string }).code === '0A000' && /cached plan must not change result type/.test((err as Error).message);
+  (err as { code?: string }).code === '0A000' &&
+  ((err as { routine?: string }).routine === 'RevalidateCachedQuery' || /cached plan must not change result type/.test((err as Error).message));
 
 async function connectBy(pool: pg.Pool, deadline: number | undefined): Promise<pg.PoolClient> {
   if (deadline === undefined) return pool.connect();

@@ -58,6 +58,10 @@ describe('prepared statements', () => {
     expect(after.status, JSON.stringify(after.body)).toBe(200);
     expect(after.body.id).toBe(created.body.id);
     expect((await postCharge(ctx, auth, newKey())).status).toBe(201);
+    // Prepared again with a text of its own: a pooler that keys server-side statements by their text
+    // (PgBouncer's max_prepared_statements) prepares it again too, rather than hand back the stale one.
+    const prepared = await withDeadline('list', 5000, () => preparedOnServer(ctx.db));
+    expect(prepared.filter((text) => /from "charges"/.test(text) && /prepared again as s\d+/.test(text))).toHaveLength(1);
   });
 
   it('a transaction whose prepared statement met a changed table runs again whole, and commits once', async () => {

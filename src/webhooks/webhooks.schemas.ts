@@ -49,7 +49,10 @@ export const deletedWebhookEndpointSchema = z.object({
 });
 
 export const webhookDeliverySchema = z.object({
-  id: z.string(),
+  id: z
+    .string()
+    .regex(/^whd_[0-9a-f]{32}$/)
+    .describe('whd_…, the delivery'),
   object: z.literal('webhook_delivery'),
   event: z.string(),
   endpoint: z.string(),

@@ -59,9 +59,15 @@ export function presentEndpoint(row: EndpointRow): WebhookEndpoint {
 
 const iso = (date: Date | string | null) => (date === null ? null : new Date(date).toISOString());
 
+/**
+ * A delivery's id as the API and the logs give it, prefixed like every other object's (`whd_` and the
+ * 32 hex digits of the row's UUID, which stays the key in the database and in its job).
+ */
+export const deliveryId = (uuid: string) => `whd_${uuid.replaceAll('-', '')}`;
+
 function presentDelivery(row: Awaited<ReturnType<typeof listDeliveries>>[number]) {
   return {
-    id: row.id,
+    id: deliveryId(row.id),
     object: 'webhook_delivery' as const,
     event: row.event_id,
     endpoint: row.endpoint_id,
@@ -267,7 +273,7 @@ export function createWebhooks(deps: {
         return { delivery, disabled };
       });
       if (!delivery) return 'skipped';
-      const fields = { delivery: id, event: target.event_id, endpoint: target.endpoint_id, attempt: number, status: result.responseStatus };
+      const fields = { delivery: deliveryId(id), event: target.event_id, endpoint: target.endpoint_id, attempt: number, status: result.responseStatus };
       if (delivery.status === 'failed') {
         observe?.deadLettered();
         logger.warn({ ...fields, error: result.error }, 'webhook delivery dead-lettered: its retry window is over');

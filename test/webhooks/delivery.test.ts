@@ -110,7 +110,12 @@ describe('webhook delivery', () => {
     expect(dead.status).toBe('failed');
     expect(dead.attempt_count).toBeGreaterThanOrEqual(1);
     // Not before its window was over: only once the next retry (100-200 ms away) would have come after it.
-    const { window_ends_at: windowEnd } = await ctx.t.db.selectFrom('webhook_deliveries').select('window_ends_at').where('id', '=', dead.id).executeTakeFirstOrThrow();
+    expect(dead.id).toMatch(/^whd_[0-9a-f]{32}$/);
+    const { window_ends_at: windowEnd } = await ctx.t.db
+      .selectFrom('webhook_deliveries')
+      .select('window_ends_at')
+      .where('id', '=', dead.id.replace(/^whd_(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'))
+      .executeTakeFirstOrThrow();
     const { rows } = await sql<{ now: Date }>`select now()`.execute(ctx.t.db);
     expect(rows[0]!.now.getTime()).toBeGreaterThanOrEqual(windowEnd.getTime() - Number(WEBHOOKS_AT_TEST_SPEED.WEBHOOK_RETRY_DELAY_MAX_MS));
     expect(dead.last_error).toMatch(/ECONNREFUSED/);

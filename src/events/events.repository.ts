@@ -29,7 +29,7 @@ export type EventFanOut = Ctes<string, 'event'>;
 export function eventCtes<After extends string = never>(event: NewEvent, fanOut?: EventFanOut, onlyAfter?: After): Ctes<'event', After> {
   const written = cte('event', onlyAfter ? [onlyAfter] : [], (ref) => sql`
     insert into events (id, account_id, type, data)
-    select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb
+    select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::json
     where ${onlyAfter ? sql`exists (select 1 from ${ref(onlyAfter)})` : sql`true`}
     returning id, account_id, type`);
   return fanOut ? followedBy(written, fanOut) : written;

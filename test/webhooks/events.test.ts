@@ -58,6 +58,25 @@ describe('events', () => {
     expectProblem(await request(ctx.app).get('/v1/events/evt_nope').set(auth), 404, 'not_found');
   });
 
+  it('carries in data.object, byte for byte, what GET of that object answered at that moment', async () => {
+    ctx = shared;
+    const { auth } = await ctx.account();
+    const paid = (await postCharge(ctx, auth, newKey())).body;
+    const chargeText = (await request(ctx.app).get(`/v1/charges/${paid.id}`).set(auth)).text;
+    const refund = (await request(ctx.app).post('/v1/refunds').set(auth).set('Idempotency-Key', newKey()).send({ charge: paid.id, amount: 400 })).body;
+    const refundText = (await request(ctx.app).get(`/v1/refunds/${refund.id}`).set(auth)).text;
+    const events = (await request(ctx.app).get('/v1/events').set(auth)).body.data as { id: string; type: string }[];
+    for (const [type, objectText] of [
+      ['charge.succeeded', chargeText],
+      ['refund.succeeded', refundText],
+    ] as const) {
+      const event = events.find((e) => e.type === type)!;
+      // The event as served (and as every delivery carries it), not as a client's parser rebuilt it.
+      const eventText = (await request(ctx.app).get(`/v1/events/${event.id}`).set(auth)).text;
+      expect(eventText, type).toContain(`"data":{"object":${objectText}}`);
+    }
+  });
+
   it('records charge.pending with the 202, and charge.succeeded once when the worker settles it, also with two workers racing', async () => {
     ctx = await createTestContext({ ...FAST_JOBS, SETTLE_RETRY_DELAY_SECONDS: '1' });
     const { auth } = await ctx.account();

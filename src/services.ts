@@ -53,7 +53,7 @@ export function createServices(deps: {
   });
   // The stories of the three POSTs, each told in order in its own file.
   const charges = createChargeStory({ idempotency, payments });
-  const refunds = createRefundStory({ idempotency, payments });
+  const refunds = createRefundStory({ idempotency, payments, events });
   const endpoints = createWebhookEndpointStory({ db, box, idempotency });
   return {
     processor,

@@ -1,4 +1,4 @@
-import { type Selectable, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { cte, slot } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { ChargesTable } from '../db/schema.ts';
@@ -35,6 +35,20 @@ export async function listCharges(db: DbOrTrx, accountId: string, limit: number,
   }
   return query.execute();
 }
+
+/**
+ * A charge as presentCharge (charges.service.ts) presents it, built by a statement from the row `alias`:
+ * the same keys in the same order and the same values, for an event a statement writes with the change
+ * (test/webhooks/events.test.ts compares such an event with GET of the charge, byte for byte).
+ */
+export const chargeJson = (alias: string): RawBuilder<unknown> =>
+  sql.raw(
+    `json_build_object('id', ${alias}.id, 'object', 'charge', 'amount', ${alias}.amount, 'currency', ${alias}.currency, ` +
+      `'status', ${alias}.status, 'amount_refunded', ${alias}.amount_refunded, 'refunded', ${alias}.amount_refunded = ${alias}.amount, ` +
+      `'description', ${alias}.description, 'metadata', ${alias}.metadata, 'failure_code', ${alias}.failure_code, ` +
+      `'failure_message', ${alias}.failure_message, 'processor_reference', ${alias}.processor_reference, ` +
+      `'created', to_char(${alias}.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`,
+  );
 
 // A new charge's intent, built once: its values are slots (see chargeIntent).
 const CHARGE_INTENT = cte('intent', ['claimed'], (ref) => sql`

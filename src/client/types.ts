@@ -71,6 +71,8 @@ export type EventType =
   | 'charge.pending'
   | 'charge.succeeded'
   | 'charge.failed'
+  | 'charge.refunded'
+  | 'charge.updated'
   | 'refund.pending'
   | 'refund.succeeded'
   | 'refund.failed'

@@ -1,7 +1,7 @@
 // Queries on events. An event is written by the statement or transaction that makes its change, with
 // whatever its fan-out adds (the composition root wires webhooks' deliveries in: see EventFanOut).
 import { type Selectable, sql } from 'kysely';
-import { type Ctes, cte, followedBy, withClause } from '../db/ctes.ts';
+import { type Ctes, cte, followedBy, slot, withClause } from '../db/ctes.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { EventsTable, JsonObject } from '../db/schema.ts';
 import type { EventType } from './events.schemas.ts';
@@ -31,6 +31,19 @@ export function eventCtes<After extends string = never>(event: NewEvent, fanOut?
     insert into events (id, account_id, type, data)
     select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::json
     where ${onlyAfter ? sql`exists (select 1 from ${ref(onlyAfter)})` : sql`true`}
+    returning id, account_id, type`);
+  return fanOut ? followedBy(written, fanOut) : written;
+}
+
+/**
+ * CTEs that write `event` for each row of the earlier CTE `source` (its `account_id`, and its `object`: the
+ * object as JSON, built by the statement), followed by its fan-out. Built once: the event's id is the slot
+ * `source_event_id` (one row of `source` at most).
+ */
+export function sourcedEventCtes<Source extends string>(source: Source, type: EventType, fanOut?: EventFanOut): Ctes<'event', Source> {
+  const written = cte('event', [source], (ref) => sql`
+    insert into events (id, account_id, type, data)
+    select ${slot('source_event_id')}, s.account_id, ${sql.lit(type)}, s.object from ${ref(source)} s
     returning id, account_id, type`);
   return fanOut ? followedBy(written, fanOut) : written;
 }

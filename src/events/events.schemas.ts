@@ -1,11 +1,17 @@
 import { z } from 'zod';
 import { objectId } from '../validation.ts';
 
-/** Every state change of a charge or refund, and an endpoint turned off for failing (see docs/API.md). */
+/**
+ * Every state change of a charge or refund, a charge's refunded amount changing (`charge.refunded` when a
+ * refund holds it, `charge.updated` when a failed refund gives it back), and an endpoint turned off for
+ * failing (see docs/API.md).
+ */
 export const EVENT_TYPES = [
   'charge.pending',
   'charge.succeeded',
   'charge.failed',
+  'charge.refunded',
+  'charge.updated',
   'refund.pending',
   'refund.succeeded',
   'refund.failed',

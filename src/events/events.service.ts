@@ -7,7 +7,7 @@ import type { JsonObject } from '../db/schema.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../ids.ts';
 import { objectId } from '../validation.ts';
-import { deleteExpiredEvents, eventCtes, type EventFanOut, type EventRow, findEvent, insertEvent, listEvents } from './events.repository.ts';
+import { deleteExpiredEvents, eventCtes, type EventFanOut, type EventRow, findEvent, insertEvent, listEvents, sourcedEventCtes } from './events.repository.ts';
 import type { Event, EventType } from './events.schemas.ts';
 
 export function presentEvent(row: EventRow): Event {
@@ -41,6 +41,16 @@ export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: E
     ctes<After extends string>(accountId: string, type: EventType, object: JsonObject, onlyAfter: After): Ctes<'event', After> {
       return eventCtes(event(accountId, type, object), fanOut, onlyAfter);
     },
+
+    /**
+     * Built once: CTEs that write an event of `type` for the row the earlier CTE `source` returns (its
+     * `account_id` and `object`), with the fan-out; its id is the slot `source_event_id` (see `newEventId`).
+     */
+    sourced<Source extends string>(source: Source, type: EventType): Ctes<'event', Source> {
+      return sourcedEventCtes(source, type, fanOut);
+    },
+
+    newEventId: () => newId('evt'),
 
     async get(accountId: string, id: string): Promise<Event> {
       const row = objectId('evt').safeParse(id).success ? await findEvent(db, accountId, id) : undefined;

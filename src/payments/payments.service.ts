@@ -18,6 +18,7 @@ import { type JobQueue, RECONCILE_QUEUE, SETTLE_QUEUE } from '../db/job-queue.ts
 import type { JsonObject } from '../db/schema.ts';
 import { ProblemError } from '../errors.ts';
 import type { Events } from '../events/events.service.ts';
+import type { EventType } from '../events/events.schemas.ts';
 import type { Changes, KeyRow } from '../idempotency/idempotency.repository.ts';
 import type { Idempotency, StoredResponse } from '../idempotency/idempotency.service.ts';
 import type { Logger } from '../logger.ts';
@@ -56,11 +57,21 @@ export interface PaymentType<Row extends PaymentRow = PaymentRow> {
   table: PaymentTable;
   /** The request that asks the processor to make this payment. */
   processorRequest(db: DbOrTrx, row: Row): Promise<ChargeRequest | RefundRequest>;
-  /** Inside the transaction that records the payment failed: what failing gives back, if anything. */
-  afterFailed?(trx: DbOrTrx, row: Row): Promise<void>;
+  /**
+   * Inside the transaction that records the payment failed: what failing gives back, if anything, and the
+   * events of the other objects that changed (recorded in the same transaction).
+   */
+  afterFailed?(trx: DbOrTrx, row: Row): Promise<AlsoChanged[]>;
   present(row: Row): JsonObject;
   /** Title of the 402 problem a failed payment answers with. */
   failedTitle: string;
+}
+
+/** Another object a payment's change changed, as its event says. */
+export interface AlsoChanged {
+  accountId: string;
+  type: EventType;
+  object: JsonObject;
 }
 
 /** What phase 2 of a request learned: the processor's answer (none when the payment was final already) about the payment. */
@@ -180,7 +191,9 @@ export function createPayments(deps: {
     if (!outcome || outcome.kind === 'unavailable') return lockPayment<Row>(trx, type.table, id);
     const finished = await finishPayment<Row>(trx, type.table, id, finalOf(type.kind, outcome));
     if (finished) {
-      if (finished.status === 'failed') await type.afterFailed?.(trx, finished);
+      if (finished.status === 'failed') {
+        for (const also of (await type.afterFailed?.(trx, finished)) ?? []) await events.record(trx, also.accountId, also.type, also.object);
+      }
       await events.record(trx, finished.account_id, `${type.kind}.${finished.status}`, type.present(finished));
       return finished;
     }

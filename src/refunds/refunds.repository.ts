@@ -1,5 +1,6 @@
 import { type Selectable, sql } from 'kysely';
-import { cte, followedBy, slot } from '../db/ctes.ts';
+import { type Ctes, cte, followedBy, slot } from '../db/ctes.ts';
+import { type ChargeRow, chargeJson } from '../charges/charges.repository.ts';
 import type { DbOrTrx } from '../db/database.ts';
 import type { RefundsTable } from '../db/schema.ts';
 import type { Intent } from '../idempotency/idempotency.repository.ts';
@@ -46,12 +47,14 @@ export async function lockChargeForRefund(
  * Changes how much of a charge is held by refunds: succeeded, in flight, or with their outcome unknown.
  * The charge's CHECK constraint keeps it within the charged amount.
  */
-export async function changeAmountHeld(db: DbOrTrx, chargeId: string, delta: number): Promise<void> {
-  await db
+/** Changes the amount a charge holds for its refunds; returns the charge as it now is. */
+export async function changeAmountHeld(db: DbOrTrx, chargeId: string, delta: number): Promise<ChargeRow> {
+  return db
     .updateTable('charges')
     .set((eb) => ({ amount_refunded: eb('amount_refunded', '+', delta), updated_at: sql<Date>`now()` }))
     .where('id', '=', chargeId)
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
 }
 
 /** The processor's reference of the charge being refunded: what the processor refunds. */
@@ -70,18 +73,25 @@ export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<
  * the careful way). Two refunds racing for the last of a charge cannot both hold it: the charge's CHECK
  * constraint fails the later statement, which then goes the careful way too.
  */
-export function refundIntent(id: string, accountId: string, params: CreateRefundParams): Intent {
-  return {
+/**
+ * The intents of new refunds, pending, each holding its amount on its charge in the same statement, with
+ * the charge's own event (`chargeRefunded`: CTEs that write it from `held`, the charge as it now is): built
+ * once, so every refund's claim is the same statement, filled in.
+ */
+export function refundIntents(chargeRefunded: Ctes<string, 'held'>) {
+  const ctes = followedBy(REFUND_INTENT, chargeRefunded);
+  return (id: string, accountId: string, params: CreateRefundParams, chargeEventId: string): Intent => ({
     when: REFUND_FITS,
-    ctes: REFUND_INTENT,
+    ctes,
     values: {
       refund_id: id,
       refund_account: accountId,
       refund_charge: params.charge,
       refund_amount: params.amount ?? null,
       refund_reason: params.reason ?? null,
+      source_event_id: chargeEventId,
     },
-  };
+  });
 }
 
 // A refund's intent and its condition, built once: their values are slots (see refundIntent).
@@ -99,5 +109,6 @@ const REFUND_INTENT = followedBy(
     returning *`),
   cte('held', ['intent'], (ref) => sql`
     update charges c set amount_refunded = c.amount_refunded + intent.amount, updated_at = now()
-    from ${ref('intent')} intent where c.id = intent.charge_id`),
+    from ${ref('intent')} intent where c.id = intent.charge_id
+    returning c.account_id, ${chargeJson('c')} as object`),
 );

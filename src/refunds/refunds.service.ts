@@ -13,13 +13,15 @@ import type {
   Resumable,
 } from '../idempotency/idempotency.service.ts';
 import type { Payments, PaymentType } from '../payments/payments.service.ts';
+import { presentCharge } from '../charges/charges.service.ts';
+import type { Events } from '../events/events.service.ts';
 import { objectId, parseWith } from '../validation.ts';
 import {
   changeAmountHeld,
   chargeReferenceOf,
   findRefund,
   lockChargeForRefund,
-  refundIntent,
+  refundIntents,
   type RefundRow,
 } from './refunds.repository.ts';
 import { type CreateRefundParams, createRefundSchema, type Refund } from './refunds.schemas.ts';
@@ -44,10 +46,12 @@ export const refundPayments: PaymentType<RefundRow> = {
   kind: 'refund',
   table: 'refunds',
   processorRequest: async (db, refund) => ({ charge: await chargeReferenceOf(db, refund.charge_id), amount: refund.amount }),
-  // The processor said no: the amount was never paid out, so the charge may be refunded by it again.
+  // The processor said no: the amount was never paid out, so the charge may be refunded by it again. That
+  // changes the charge a client sees: `charge.updated`, with the charge as it now is.
   afterFailed: async (trx, refund) => {
     await lockChargeForRefund(trx, refund.account_id, refund.charge_id);
-    await changeAmountHeld(trx, refund.charge_id, -refund.amount);
+    const charge = await changeAmountHeld(trx, refund.charge_id, -refund.amount);
+    return [{ accountId: charge.account_id, type: 'charge.updated', object: presentCharge(charge) }];
   },
   present: presentRefund,
   failedTitle: 'Refund failed',
@@ -61,8 +65,11 @@ const notRefundable = (detail: string) =>
  * charge), ask the processor, record its answer with its event, answer. As a charge's (see
  * createChargeStory), with one rule more: a refund the charge may not have is refused under its row lock.
  */
-export function createRefundStory(deps: { idempotency: Idempotency; payments: Payments }) {
-  const { idempotency, payments } = deps;
+export function createRefundStory(deps: { idempotency: Idempotency; payments: Payments; events: Events }) {
+  const { idempotency, payments, events } = deps;
+  // A refund's intent holds its amount on its charge, and writes `charge.refunded` with the charge as it
+  // now is, in the same statement (or the same transaction, the careful way).
+  const refundIntent = refundIntents(events.sourced('held', 'charge.refunded'));
   const claimWith: ClaimSpec<CreateRefundParams> = {
     method: 'POST',
     path: '/v1/refunds',
@@ -93,7 +100,7 @@ export function createRefundStory(deps: { idempotency: Idempotency; payments: Pa
       const params = parseWith(createRefundSchema, request.body);
       // Phase 1: the key with its lease, and the refund with its amount held on its charge, at once when
       // the charge plainly has the amount left; else the careful way, where it may be refused.
-      const begun = await idempotency.begin(claimWith, request, params, refundIntent(newId('re'), request.accountId, params));
+      const begun = await idempotency.begin(claimWith, request, params, refundIntent(newId('re'), request.accountId, params, events.newEventId()));
       if (begun.kind === 'done') return begun.result;
       // Phases 2 and 3: ask the processor, record its answer with its event (see payments.askAndRecord).
       return idempotency.run(begun, () => payments.askAndRecord(refundPayments, begun.key, deadline, begun.intent));

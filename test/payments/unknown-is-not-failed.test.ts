@@ -205,7 +205,19 @@ describe('a settle window that ends without an answer', { timeout: TEST_TIMEOUT_
     expect(await readRefund()).toMatchObject({ status: 'failed', failure_code: 'processor_unavailable' });
     const key = await processorKeyOf(ctx, 'refunds', refund.body.id);
     expect((await ctx.ledger()).voided).toContainEqual({ type: 'refund', idempotency_key: key });
-    expect((await readCharge(ctx, auth, created.body.id)).amount_refunded).toBe(0);
+    const chargeText = (await request(ctx.app).get(`/v1/charges/${created.body.id}`).set(auth)).text;
+    expect(JSON.parse(chargeText).amount_refunded).toBe(0);
+    // The charge's own events: refunded when the refund held 400 of it, updated when it gave them back,
+    // the latter carrying the charge as GET answers it now, byte for byte.
+    const events = (await request(ctx.app).get('/v1/events').set(auth)).body.data as { id: string; type: string; data: { object: { id: string; amount_refunded: number } } }[];
+    const ofCharge = events.filter((e) => e.data.object.id === created.body.id);
+    expect(ofCharge.map((e) => [e.type, e.data.object.amount_refunded])).toEqual([
+      ['charge.updated', 0],
+      ['charge.refunded', 400],
+      ['charge.succeeded', 0],
+    ]);
+    const updated = (await request(ctx.app).get(`/v1/events/${ofCharge[0]!.id}`).set(auth)).text;
+    expect(updated).toContain(`"data":{"object":${chargeText}}`);
   });
 });
 

@@ -395,6 +395,29 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     };
     for (const c of charges) oneFinalEvent('charge', c);
     for (const r of refunds) oneFinalEvent('refund', r);
+    // A charge's refunded amount: one charge.refunded per refund that held an amount on it (every refund
+    // row), one charge.updated per failed refund that gave it back.
+    const chargeChanges = new Map<string, { refunded: number; updated: number }>();
+    for (const e of webhooks.events) {
+      if (e.type !== 'charge.refunded' && e.type !== 'charge.updated') continue;
+      const counts = chargeChanges.get(e.object_id) ?? { refunded: 0, updated: 0 };
+      counts[e.type === 'charge.refunded' ? 'refunded' : 'updated'] += 1;
+      chargeChanges.set(e.object_id, counts);
+    }
+    const expectedChanges = new Map<string, { refunded: number; updated: number }>();
+    for (const r of refunds) {
+      const counts = expectedChanges.get(r.charge_id) ?? { refunded: 0, updated: 0 };
+      counts.refunded += 1;
+      if (r.status === 'failed') counts.updated += 1;
+      expectedChanges.set(r.charge_id, counts);
+    }
+    for (const c of charges) {
+      const found = chargeChanges.get(c.id) ?? { refunded: 0, updated: 0 };
+      const expected = expectedChanges.get(c.id) ?? { refunded: 0, updated: 0 };
+      if (found.refunded !== expected.refunded || found.updated !== expected.updated) {
+        bad.push(`charge ${c.id}: ${found.refunded} charge.refunded and ${found.updated} charge.updated events, for ${expected.refunded} refunds of which ${expected.updated} failed`);
+      }
+    }
     const eventIds = new Set(webhooks.events.map((e) => e.id));
     for (const e of webhooks.events) if (!webhooks.accepted.has(e.id)) bad.push(`event ${e.id} (${e.type} of ${e.object_id}) never reached the receiver`);
     for (const id of webhooks.accepted) if (!eventIds.has(id)) bad.push(`the receiver accepted ${id}, which is no event of this account`);

@@ -37,12 +37,12 @@ describe('events', () => {
     const refund = (await request(ctx.app).post('/v1/refunds').set(auth).set('Idempotency-Key', newKey()).send({ charge: paid.id, amount: 400 })).body;
     expect(refund.status).toBe('succeeded');
 
-    expect(await eventsOf(ctx, paid.id)).toEqual(['charge.succeeded']);
+    expect(await eventsOf(ctx, paid.id)).toEqual(['charge.succeeded', 'charge.refunded']);
     expect(await eventsOf(ctx, declined.id)).toEqual(['charge.failed']);
     expect(await eventsOf(ctx, refund.id)).toEqual(['refund.succeeded']);
 
     const list = (await request(ctx.app).get('/v1/events').set(auth)).body;
-    expect(list.data.map((e: { type: string }) => e.type)).toEqual(['refund.succeeded', 'charge.failed', 'charge.succeeded']);
+    expect(list.data.map((e: { type: string }) => e.type)).toEqual(['refund.succeeded', 'charge.refunded', 'charge.failed', 'charge.succeeded']);
     const [latest] = list.data;
     expect(latest).toMatchObject({ object: 'event', type: 'refund.succeeded', data: { object: { id: refund.id, status: 'succeeded', amount: 400 } } });
     expect((await request(ctx.app).get(`/v1/events/${latest.id}`).set(auth)).body).toEqual(latest);
@@ -53,7 +53,7 @@ describe('events', () => {
     const page1 = (await request(ctx.app).get('/v1/events?limit=2').set(auth)).body;
     expect(page1.has_more).toBe(true);
     const page2 = (await request(ctx.app).get(`/v1/events?limit=2&starting_after=${page1.data[1].id}`).set(auth)).body;
-    expect(page2).toMatchObject({ has_more: false, data: [{ type: 'charge.succeeded' }] });
+    expect(page2).toMatchObject({ has_more: false, data: [{ type: 'charge.failed' }, { type: 'charge.succeeded' }] });
     expectProblem(await request(ctx.app).get('/v1/events?type=charge.exploded').set(auth), 400, 'validation_failed');
     expectProblem(await request(ctx.app).get('/v1/events/evt_nope').set(auth), 404, 'not_found');
   });
@@ -65,10 +65,14 @@ describe('events', () => {
     const chargeText = (await request(ctx.app).get(`/v1/charges/${paid.id}`).set(auth)).text;
     const refund = (await request(ctx.app).post('/v1/refunds').set(auth).set('Idempotency-Key', newKey()).send({ charge: paid.id, amount: 400 })).body;
     const refundText = (await request(ctx.app).get(`/v1/refunds/${refund.id}`).set(auth)).text;
+    const refundedText = (await request(ctx.app).get(`/v1/charges/${paid.id}`).set(auth)).text;
+    expect(JSON.parse(refundedText)).toMatchObject({ amount_refunded: 400, refunded: false });
     const events = (await request(ctx.app).get('/v1/events').set(auth)).body.data as { id: string; type: string }[];
     for (const [type, objectText] of [
       ['charge.succeeded', chargeText],
       ['refund.succeeded', refundText],
+      // Written by the refund's claiming statement, the charge built by the statement (chargeJson).
+      ['charge.refunded', refundedText],
     ] as const) {
       const event = events.find((e) => e.type === type)!;
       // The event as served (and as every delivery carries it), not as a client's parser rebuilt it.

@@ -53,7 +53,7 @@ with change as (
 ), event as (
   insert into events (id, account_id, type, data)
   select 'evt_' || substr(md5(random()::text), 1, 16), :account_id, 'charge.succeeded',
-         '{"id": "ch_x","object": "charge","amount": 1000,"currency": "usd","status": "succeeded","amount_refunded": 0,"refunded": false,"description": null,"metadata": {},"failure_code": null,"failure_message": null,"processor_reference": "pr_x","created": "2026-11-29T00:00:00.000Z"}'::json
+         '{"id": "ch_x","object": "charge","amount": 1000,"currency": "usd","status": "succeeded","amount_refunded": 0,"refunded": false,"description": null,"metadata": {},"failure_code": null,"failure_message": null,"processor_reference": "pr_x","created": "2026-11-29T00:00:00.000Z"}'::jsonb
   where exists (select 1 from change)
   returning id, account_id, type
 ), deliveries as (

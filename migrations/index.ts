@@ -7,7 +7,6 @@ import * as m0004 from './0004_refunds.ts';
 import * as m0005 from './0005_reconciliation.ts';
 import * as m0006 from './0006_rate_limits.ts';
 import * as m0007 from './0007_events_and_webhooks.ts';
-import * as m0008 from './0008_events_data_json.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_accounts': m0001,
@@ -17,5 +16,4 @@ export const migrations: Record<string, Migration> = {
   '0005_reconciliation': m0005,
   '0006_rate_limits': m0006,
   '0007_events_and_webhooks': m0007,
-  '0008_events_data_json': m0008,
 };

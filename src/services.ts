@@ -1,4 +1,5 @@
 // The domain services, built once from their dependencies; the api and the worker both use these.
+import { chargeSchema } from './charges/charges.schemas.ts';
 import { chargePayments, createChargeStory } from './charges/charges.service.ts';
 import type { Config } from './config.ts';
 import type { Db } from './db/database.ts';
@@ -8,9 +9,11 @@ import { createIdempotency } from './idempotency/idempotency.service.ts';
 import type { Logger } from './logger.ts';
 import { createPayments, type PaymentJobs, type PaymentKind } from './payments/payments.service.ts';
 import type { ProcessorClient } from './processor/processor.client.ts';
+import { refundSchema } from './refunds/refunds.schemas.ts';
 import { createRefundStory, refundPayments } from './refunds/refunds.service.ts';
 import { createSecretBox } from './webhooks/secrets.ts';
 import { deliveriesOf } from './webhooks/webhooks.repository.ts';
+import { webhookEndpointSchema } from './webhooks/webhooks.schemas.ts';
 import { createWebhookEndpointStory, createWebhooks, type DeliveryObserver, deliverySettings } from './webhooks/webhooks.service.ts';
 
 export function createServices(deps: {
@@ -28,7 +31,17 @@ export function createServices(deps: {
     settings: { leaseSeconds: config.IDEMPOTENCY_LEASE_SECONDS, ttlSeconds: config.IDEMPOTENCY_KEY_TTL_SECONDS },
   });
   // Every event is written with a delivery to each webhook endpoint that wants it, in its own statement.
-  const events = createEvents({ db, settings: eventSettings(config), fanOut: deliveriesOf(config.WEBHOOK_RETRY_WINDOW_SECONDS) });
+  // An event shows its object in the order GET of that object answers in (see ObjectKeyOrders).
+  const events = createEvents({
+    db,
+    settings: eventSettings(config),
+    fanOut: deliveriesOf(config.WEBHOOK_RETRY_WINDOW_SECONDS),
+    objectKeyOrders: {
+      charge: Object.keys(chargeSchema.shape),
+      refund: Object.keys(refundSchema.shape),
+      webhook_endpoint: Object.keys(webhookEndpointSchema.shape),
+    },
+  });
   const payments = createPayments({
     db,
     processor,

@@ -22,14 +22,18 @@ export interface NewEvent {
  */
 export type EventFanOut = Ctes<string, 'event'>;
 
+// An event's time is when it is written, not when its transaction began (`now()`): it is written after the
+// row locks of its change, so events of one object are in the order their changes were made, and two
+// events of one transaction (refund.failed, then charge.updated) in the order they were written.
+
 /**
  * CTEs that write `event`, followed by its fan-out: all of them or none, with the statement. Only when the
  * earlier CTE `onlyAfter` returned a row, when given (the change the event records).
  */
 export function eventCtes<After extends string = never>(event: NewEvent, fanOut?: EventFanOut, onlyAfter?: After): Ctes<'event', After> {
   const written = cte('event', onlyAfter ? [onlyAfter] : [], (ref) => sql`
-    insert into events (id, account_id, type, data)
-    select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::json
+    insert into events (id, account_id, type, data, created_at)
+    select ${event.id}, ${event.accountId}, ${event.type}, ${JSON.stringify(event.object)}::jsonb, clock_timestamp()
     where ${onlyAfter ? sql`exists (select 1 from ${ref(onlyAfter)})` : sql`true`}
     returning id, account_id, type`);
   return fanOut ? followedBy(written, fanOut) : written;
@@ -42,8 +46,8 @@ export function eventCtes<After extends string = never>(event: NewEvent, fanOut?
  */
 export function sourcedEventCtes<Source extends string>(source: Source, type: EventType, fanOut?: EventFanOut): Ctes<'event', Source> {
   const written = cte('event', [source], (ref) => sql`
-    insert into events (id, account_id, type, data)
-    select ${slot('source_event_id')}, s.account_id, ${sql.lit(type)}, s.object from ${ref(source)} s
+    insert into events (id, account_id, type, data, created_at)
+    select ${slot('source_event_id')}, s.account_id, ${sql.lit(type)}, s.object, clock_timestamp() from ${ref(source)} s
     returning id, account_id, type`);
   return fanOut ? followedBy(written, fanOut) : written;
 }

@@ -10,13 +10,30 @@ import { objectId } from '../validation.ts';
 import { deleteExpiredEvents, eventCtes, type EventFanOut, type EventRow, findEvent, insertEvent, listEvents, sourcedEventCtes } from './events.repository.ts';
 import type { Event, EventType } from './events.schemas.ts';
 
-export function presentEvent(row: EventRow): Event {
+/**
+ * The order each kind of object (by its `object` field) is presented in: an event's object is kept as
+ * jsonb, which orders keys its own way, and is shown again in the order GET of that object answers in,
+ * so the two are the same bytes. The composition root gives each module's own schema.
+ */
+export type ObjectKeyOrders = Readonly<Record<string, readonly string[]>>;
+
+/** `object` with its keys in `order` (any key not in it after them, as it came). */
+function inOrder(object: JsonObject, order: readonly string[] | undefined): JsonObject {
+  if (!order) return object;
+  const ordered: JsonObject = {};
+  for (const key of order) if (key in object) ordered[key] = object[key]!;
+  for (const key of Object.keys(object)) if (!(key in ordered)) ordered[key] = object[key]!;
+  return ordered;
+}
+
+export function presentEvent(row: EventRow, orders: ObjectKeyOrders = {}): Event {
+  const object = row.data as JsonObject;
   return {
     id: row.id,
     object: 'event',
     type: row.type as EventType,
     created: row.created_at.toISOString(),
-    data: { object: row.data },
+    data: { object: inOrder(object, orders[String(object.object)]) },
   };
 }
 
@@ -28,8 +45,9 @@ export interface EventSettings {
 export const eventSettings = (config: Config): EventSettings => ({ retentionSeconds: config.EVENT_RETENTION_SECONDS });
 
 /** `fanOut`: what else every event writes with it (the composition root passes webhooks' deliveries). */
-export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: EventFanOut }) {
-  const { db, settings, fanOut } = deps;
+export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: EventFanOut; objectKeyOrders?: ObjectKeyOrders }) {
+  const { db, settings, fanOut, objectKeyOrders = {} } = deps;
+  const present = (row: EventRow) => presentEvent(row, objectKeyOrders);
   const event = (accountId: string, type: EventType, object: JsonObject) => ({ id: newId('evt'), accountId, type, object });
   return {
     /** Inside a transaction: the event and its fan-out commit with it or not at all. */
@@ -52,10 +70,13 @@ export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: E
 
     newEventId: () => newId('evt'),
 
+    /** An event as GET /v1/events/:id shows it and every delivery carries it. */
+    present,
+
     async get(accountId: string, id: string): Promise<Event> {
       const row = objectId('evt').safeParse(id).success ? await findEvent(db, accountId, id) : undefined;
       if (!row) throw new NotFoundError(`No event ${id}.`);
-      return presentEvent(row);
+      return present(row);
     },
 
     async list(accountId: string, query: { limit: number; starting_after?: string; type?: EventType }) {
@@ -63,7 +84,7 @@ export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: E
         throw new ValidationError([{ path: 'starting_after', message: `no event ${query.starting_after}` }]);
       }
       const rows = await listEvents(db, accountId, { limit: query.limit + 1, afterId: query.starting_after, type: query.type });
-      return { object: 'list' as const, data: rows.slice(0, query.limit).map(presentEvent), has_more: rows.length > query.limit };
+      return { object: 'list' as const, data: rows.slice(0, query.limit).map(present), has_more: rows.length > query.limit };
     },
 
     /** Removes events past their retention, a batch per statement, at most `maxBatches` per pass. */

@@ -7,7 +7,6 @@ import { request as httpsRequest } from 'node:https';
 import type { Config } from '../config.ts';
 import { type Db, inTransaction } from '../db/database.ts';
 import { NotFoundError, ProblemError } from '../errors.ts';
-import { presentEvent } from '../events/events.service.ts';
 import type { Events } from '../events/events.service.ts';
 import { newId } from '../ids.ts';
 import { type KeyRow, nothingToChange } from '../idempotency/idempotency.repository.ts';
@@ -259,7 +258,7 @@ export function createWebhooks(deps: {
         return 'failed';
       }
       const body = JSON.stringify(
-        presentEvent({ id: target.event_id, account_id: target.account_id, type: target.type, data: target.data, created_at: target.event_created_at }),
+        events.present({ id: target.event_id, account_id: target.account_id, type: target.type, data: target.data, created_at: target.event_created_at }),
       );
       const result = await attempt(target, body);
       observe?.attempt(result.outcome, result.durationMs / 1000);

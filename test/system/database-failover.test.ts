@@ -223,7 +223,8 @@ describe('a database failover', () => {
             });
             inFlight.delete(key);
             outcomes.push(outcome);
-            if (!stopping) await sleep(50);
+            // Jittered, so the clients do not all pause together.
+            if (!stopping) await sleep(25 + Math.random() * 50);
           }
         };
         const done = Promise.all(Array.from({ length: CLIENTS }, (_, i) => loop(i)));
@@ -238,7 +239,10 @@ describe('a database failover', () => {
           `${standby.applicationName} streaming sync`,
         ]);
 
-        // The failover: the primary dies, the standby is promoted, the proxy follows and cuts every session.
+        // The failover, at a moment when charges are in flight: the clients' charges take about as long each
+        // (the processor's latency), so they can all be between two charges at once.
+        await until(() => inFlight.size >= CLIENTS / 2, 5_000);
+        // The primary dies, the standby is promoted, the proxy follows and cuts every session.
         const inFlightAtFailover = [...inFlight.keys()];
         const downAt = Date.now();
         await primary.stop('immediate');

@@ -37,15 +37,15 @@ export async function createAccount(db: Db, name: string): Promise<{ account: Ac
 }
 
 /**
- * The account of a live API key. The lookup is by the key's SHA-256, so the time it takes can tell at most
- * something about a hash, never about the secret; the final comparison is constant-time all the same.
+ * The account of a live API key, given by its SHA-256 (hashApiKey). The lookup is by that hash, so the time
+ * it takes can tell at most something about a hash, never about the secret; the final comparison is
+ * constant-time all the same.
  */
 export async function authenticate(
   db: Db,
-  apiKey: string,
+  hash: string,
   limit?: RateLimit,
 ): Promise<(AccountRow & Pick<KeyHolder, 'limit'>) | undefined> {
-  const hash = hashApiKey(apiKey);
   // With a rate limit, the same single statement also counts the request against the key.
   const found: KeyHolder | undefined = limit ? await findAccountCountingRequest(db, hash, limit) : await findAccountByKeyHash(db, hash);
   if (!found) return undefined;

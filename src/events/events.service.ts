@@ -48,7 +48,8 @@ export const eventSettings = (config: Config): EventSettings => ({ retentionSeco
 export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: EventFanOut; objectKeyOrders?: ObjectKeyOrders }) {
   const { db, settings, fanOut, objectKeyOrders = {} } = deps;
   const present = (row: EventRow) => presentEvent(row, objectKeyOrders);
-  const event = (accountId: string, type: EventType, object: JsonObject) => ({ id: newId('evt'), accountId, type, object });
+  const newEventId = () => newId('evt');
+  const event = (accountId: string, type: EventType, object: JsonObject) => ({ id: newEventId(), accountId, type, object });
   return {
     /** Inside a transaction: the event and its fan-out commit with it or not at all. */
     async record(trx: DbOrTrx, accountId: string, type: EventType, object: JsonObject): Promise<void> {
@@ -68,7 +69,7 @@ export function createEvents(deps: { db: Db; settings: EventSettings; fanOut?: E
       return sourcedEventCtes(source, type, fanOut);
     },
 
-    newEventId: () => newId('evt'),
+    newEventId,
 
     /** An event as GET /v1/events/:id shows it and every delivery carries it. */
     present,

@@ -181,7 +181,7 @@ export function requireApiKey(db: Db, limit?: RateLimit, checksItsOwnKey: (req: 
       res.locals.trustedKey = trustedKey(db, hash, seen.id, () => seenLive.delete(hash));
       return next();
     }
-    const found = await authenticate(db, match[1], limit);
+    const found = await authenticate(db, hash, limit);
     if (!found) {
       seenLive.delete(hash);
       throw new UnauthenticatedError(UNKNOWN_KEY);

@@ -45,9 +45,8 @@ export async function lockChargeForRefund(
 
 /**
  * Changes how much of a charge is held by refunds: succeeded, in flight, or with their outcome unknown.
- * The charge's CHECK constraint keeps it within the charged amount.
+ * The charge's CHECK constraint keeps it within the charged amount. Returns the charge as it now is.
  */
-/** Changes the amount a charge holds for its refunds; returns the charge as it now is. */
 export async function changeAmountHeld(db: DbOrTrx, chargeId: string, delta: number): Promise<ChargeRow> {
   return db
     .updateTable('charges')
@@ -68,15 +67,12 @@ export async function chargeReferenceOf(db: DbOrTrx, chargeId: string): Promise<
 }
 
 /**
- * A new refund, pending, with its amount held on its charge, as the intent of the statement that claims its
- * key, when the charge plainly has the amount left (`when`; otherwise nothing is written and the claim goes
- * the careful way). Two refunds racing for the last of a charge cannot both hold it: the charge's CHECK
- * constraint fails the later statement, which then goes the careful way too.
- */
-/**
- * The intents of new refunds, pending, each holding its amount on its charge in the same statement, with
- * the charge's own event (`chargeRefunded`: CTEs that write it from `held`, the charge as it now is): built
- * once, so every refund's claim is the same statement, filled in.
+ * New refunds, pending, each with its amount held on its charge, as the intent of the statement that claims
+ * its key, when the charge plainly has the amount left (`when`; otherwise nothing is written and the claim
+ * goes the careful way); with the charge's own event (`chargeRefunded`: CTEs that write it from `held`, the
+ * charge as it now is). Two refunds racing for the last of a charge cannot both hold it: the charge's CHECK
+ * constraint fails the later statement, which then goes the careful way too. Built once, so every refund's
+ * claim is the same statement, filled in.
  */
 export function refundIntents(chargeRefunded: Ctes<string, 'held'>) {
   const ctes = followedBy(REFUND_INTENT, chargeRefunded);
@@ -94,7 +90,7 @@ export function refundIntents(chargeRefunded: Ctes<string, 'held'>) {
   });
 }
 
-// A refund's intent and its condition, built once: their values are slots (see refundIntent).
+// A refund's intent and its condition, built once: their values are slots (see refundIntents).
 const REFUND_AMOUNT = sql`coalesce(${slot('refund_amount')}::bigint, c.amount - c.amount_refunded)`;
 const REFUND_FITS = sql<boolean>`exists (select 1 from charges c
   where c.id = ${slot('refund_charge')} and c.account_id = ${slot('refund_account')} and c.status = 'succeeded'

@@ -10,6 +10,20 @@ const sent: string[] = [];
 let counting = false;
 const query = pg.Client.prototype.query;
 
+/** A new charge with a fresh key, then its replay: their answers and the statements each sent. */
+async function chargeThenReplay(c: TestContext, auth: Record<string, string>) {
+  const key = newKey();
+  let first!: request.Response;
+  const created = await statementsOf(async () => {
+    first = await postCharge(c, auth, key);
+  });
+  let replay!: request.Response;
+  const replayed = await statementsOf(async () => {
+    replay = await postCharge(c, auth, key);
+  });
+  return { first, created, replay, replayed };
+}
+
 /** The statements sent while `run` runs. */
 async function statementsOf(run: () => Promise<unknown>): Promise<string[]> {
   sent.length = 0;
@@ -41,18 +55,9 @@ afterAll(async () => {
 describe('statements per request', () => {
   it('a new charge sends 3 statements and a replay 2, none of them a row lock or a transaction', async () => {
     const { auth } = await ctx.account();
-    const key = newKey();
-    let first!: request.Response;
-    const created = await statementsOf(async () => {
-      first = await postCharge(ctx, auth, key);
-    });
+    const { first, created, replay, replayed } = await chargeThenReplay(ctx, auth);
     expect(first.status).toBe(201);
     expect(created).toHaveLength(3);
-
-    let replay!: request.Response;
-    const replayed = await statementsOf(async () => {
-      replay = await postCharge(ctx, auth, key);
-    });
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.text).toBe(first.text);
     expect(replayed).toHaveLength(2);
@@ -78,16 +83,11 @@ describe('statements per request', () => {
     try {
       const { auth } = await plain.account();
       expect((await postCharge(plain, auth, newKey())).status).toBe(201); // the key, seen live
-      const key = newKey();
-      let first!: request.Response;
-      const created = await statementsOf(async () => {
-        first = await postCharge(plain, auth, key);
-      });
+      const { first, created, replay, replayed } = await chargeThenReplay(plain, auth);
       expect(first.status).toBe(201);
       expect(created).toHaveLength(2);
-      const replayed = await statementsOf(async () => {
-        expect((await postCharge(plain, auth, key)).headers['idempotent-replayed']).toBe('true');
-      });
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.text).toBe(first.text);
       expect(replayed).toHaveLength(1);
       expect(replayed[0]).toMatch(/api_keys/);
     } finally {
